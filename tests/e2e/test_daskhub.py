@@ -1,0 +1,379 @@
+"""The staged checks: could a real user log in, start a Dask cluster, compute, and open its
+dashboard? Each test is one stage, in order; a stage runs only when the stages it needs passed.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+import dask
+import dask_gateway
+import distributed
+import pytest
+import websocket
+
+from fixtures.errors import StageFailure
+from fixtures.http import excerpt
+from fixtures.hub import HubUser, UserMaker, whoami
+from fixtures.run_state import RunState
+from fixtures.secrets import new_token
+from fixtures.targets import Deployment
+from fixtures.waiting import scaled, wait_for
+
+IMAGE_HANDLER_MESSAGE = "When specifying an image you must also provide a tag"
+#: What a proxy's answer means for the gateway route, in an operator's words.
+ROUTE_HINTS = {
+    404: "no route at /services/dask-gateway/ (the hub's dask-gateway service has no url, or "
+    "the gateway's prefix is not /services/dask-gateway)",
+    502: "the proxy could not reach the gateway (is the gateway/traefik up and its Service "
+    "reachable?)",
+    503: "the proxy could not reach the gateway (is the gateway/traefik up and its Service "
+    "reachable?)",
+}
+
+
+def _tcp_open(address: str) -> None:
+    parsed = urlparse(address)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 80), timeout=scaled(5)):
+            pass
+    except OSError as exc:
+        raise StageFailure(
+            f"the scheduler proxy {address} to accept connections",
+            f"it does not ({exc.strerror or exc}); check --gateway-proxy-address "
+            "or the traefik Service",
+        ) from None
+
+
+@pytest.mark.stage("discovery")
+def test_discovery(deployment: Deployment, recorder: Any, note: Any) -> None:
+    """The hub API, the gateway behind the hub's proxy, and the scheduler proxy all answer."""
+    http = deployment.http
+    hub = http.json("GET", "hub/api/", what="the JupyterHub API version")
+    if not isinstance(hub, dict) or "version" not in hub:
+        raise StageFailure("the hub API to report its version", f"{hub!r:.200}")
+    recorder.versions["jupyterhub"] = hub["version"]
+
+    response = http.request("GET", "services/dask-gateway/api/health")
+    if response.status_code != 200 or "json" not in response.headers.get("Content-Type", ""):
+        hint = ROUTE_HINTS.get(response.status_code, "not the gateway's health answer")
+        raise StageFailure(
+            "the gateway's health JSON at /services/dask-gateway/api/health",
+            f"HTTP {response.status_code}: {hint}",
+            excerpt(response),
+        )
+    health = response.json()
+    if health.get("status") != "pass":
+        raise StageFailure("gateway health status 'pass'", f"{health!r:.200}", excerpt(response))
+    version = http.json("GET", "services/dask-gateway/api/version", what="the gateway version")
+    recorder.versions["dask-gateway-server"] = version.get("version")
+    recorder.versions.update(
+        {
+            "client dask": dask.__version__,
+            "client distributed": distributed.__version__,
+            "client dask-gateway": dask_gateway.__version__,
+        }
+    )
+
+    if deployment.gateway_proxy_address:
+        _tcp_open(deployment.gateway_proxy_address)
+    else:
+        note(
+            "no scheduler proxy address given (DaskHub's traefik Service is ClusterIP by "
+            "default), so gateway_cluster runs its API part and skips the computation"
+        )
+    note(f"hub {hub['version']}, gateway {version.get('version')}")
+
+
+@pytest.mark.stage("hub_login", after=("discovery",))
+def test_hub_login(deployment: Deployment, run: RunState, note: Any) -> None:
+    """A test user is made and given a token through the REST API; the hub names it back."""
+    http = deployment.http
+    identity = whoami(http, deployment.token)
+    run.identity = identity
+    if identity.can_make_users:
+        run.users = UserMaker(http, deployment.token)
+        user = run.users.create()
+        seen = whoami(http, user.token)
+        if (seen.kind, seen.name) != ("user", user.name):
+            raise StageFailure(
+                f"GET /hub/api/user with the new token to name user {user.name}",
+                f"{seen.kind} {seen.name}",
+            )
+        run.user = user
+        note(f"created test user {user.name} with {identity.kind} {identity.name}'s token")
+    elif identity.kind == "user":
+        run.user = HubUser(identity.name, deployment.token, created=False)
+        note(f"plain user token: running as {identity.name}; isolation will be skipped")
+    else:
+        raise StageFailure(
+            "a user's token, or a token with the scopes admin:users and tokens",
+            f"the token of {identity.kind} {identity.name} without those scopes",
+        )
+
+    wrong = http.request("GET", "hub/api/user", token=new_token())
+    if wrong.status_code != 403:
+        raise StageFailure(
+            "HTTP 403 for GET /hub/api/user with a wrong token",
+            f"HTTP {wrong.status_code}",
+            excerpt(wrong),
+        )
+
+
+@pytest.mark.stage("gateway_cluster", after=("hub_login",))
+def test_gateway_cluster(
+    deployment: Deployment, run: RunState, stage: str, note: Any, finding: Any, recorder: Any
+) -> None:
+    """As the test user: options, a rejected bad option, a cluster that computes, shutdown."""
+    session = run.gateway_for(run.the_user(), stage)
+    gateway = session.gateway
+    options = session.call(gateway.cluster_options, "cluster_options()")
+    chosen: dict[str, Any] = {}
+    if "image" in options:
+        default = options.image
+        if ":" not in str(default):
+            note(f"the image option's default {default!r} has no tag")
+        bad = session.call(gateway.cluster_options, "cluster_options()")
+        bad.image = "pangeo/base-notebook"
+        try:
+            # submit() leaves no half-built cluster object behind to wedge the client.
+            name = session.call(lambda: gateway.submit(cluster_options=bad), "submit(image=no tag)")
+        except Exception as exc:  # the gateway's answer carries the handler's message
+            if IMAGE_HANDLER_MESSAGE not in str(exc):
+                raise StageFailure(
+                    f"the option handler's message {IMAGE_HANDLER_MESSAGE!r}",
+                    f"{type(exc).__name__}: {exc}",
+                ) from None
+        else:
+            session.call(lambda: gateway.stop_cluster(name), "stop_cluster()")
+            raise StageFailure(
+                "an image without a tag to be rejected by the option handler",
+                f"it was accepted (cluster {name})",
+            )
+        chosen = {"image": default}
+    else:
+        note("the deployment offers no image option; the option checks were skipped")
+
+    try:
+        cluster = session.new_cluster(options)
+    except StageFailure:
+        raise
+    except Exception as exc:
+        raise StageFailure(
+            "new_cluster() with the default options to start a cluster",
+            f"{type(exc).__name__}: {exc}",
+            deployment.evidence(),
+        ) from None
+
+    session.call(lambda: cluster.scale(1), "scale(1)")
+    if deployment.gateway_proxy_address:
+        client = session.call(cluster.get_client, "get_client()")
+        wait_for(
+            lambda: _one_worker(client),
+            stage=stage,
+            what="one worker to join the cluster",
+            timeout=60,
+            interval=0.1,
+            evidence=deployment.evidence,
+        )
+        result = session.call(lambda: client.submit(sum, range(10)).result(), "a computation")
+        if result != 45:
+            raise StageFailure("sum(range(10)) == 45 computed on the cluster", repr(result))
+        versions = session.call(lambda: client.get_versions(check=False), "get_versions()")
+        _compare_versions(versions, recorder, finding)
+        session.call(client.close, "Client.close()")
+    else:
+        note("computation skipped: the scheduler proxy is not reachable from here")
+
+    listed = {c.name: c for c in session.call(gateway.list_clusters, "list_clusters()")}
+    if cluster.name not in listed:
+        raise StageFailure(f"list_clusters() to list {cluster.name}", f"{sorted(listed)}")
+    shown = dict(listed[cluster.name].options)
+    for key, value in chosen.items():
+        if shown.get(key) != value:
+            raise StageFailure(f"the listed cluster's option {key}={value!r}", f"{shown}")
+    session.call(cluster.shutdown, "shutdown()")
+    session.clusters.remove(cluster)
+    wait_for(
+        lambda: _not_listed(gateway, cluster.name),
+        stage=stage,
+        what=f"{cluster.name} to leave list_clusters() after shutdown()",
+        timeout=30,
+    )
+    computed = "1 worker computed sum(range(10)) = 45, " if deployment.gateway_proxy_address else ""
+    note(f"cluster {cluster.name} with options {shown}: {computed}shut down and unlisted")
+
+
+def _one_worker(client: Any) -> int:
+    workers = len(client.scheduler_info()["workers"])
+    if workers < 1:
+        raise StageFailure("a worker", "none yet")
+    return workers
+
+
+def _not_listed(gateway: Any, name: str) -> None:
+    names = [c.name for c in gateway.list_clusters()]
+    if name in names:
+        raise StageFailure(f"{name} gone", "still listed")
+
+
+def _compare_versions(versions: dict[str, Any], recorder: Any, finding: Any) -> None:
+    client = versions["client"]["packages"]
+    scheduler = versions["scheduler"]["packages"]
+    workers = [w["packages"] for w in versions["workers"].values()]
+    recorder.versions.update(
+        {
+            "scheduler dask": scheduler.get("dask"),
+            "scheduler distributed": scheduler.get("distributed"),
+        }
+    )
+    for package in ("dask", "distributed"):
+        seen = {"scheduler": scheduler.get(package)}
+        seen.update({f"worker {i}": w.get(package) for i, w in enumerate(workers)})
+        differing = {where: v for where, v in seen.items() if v != client.get(package)}
+        if differing:
+            finding(
+                "compatibility",
+                f"{package} version differs between client and cluster",
+                f"client {client.get(package)}, {differing}",
+            )
+
+
+@pytest.mark.stage("dashboard", after=("gateway_cluster",))
+def test_dashboard(deployment: Deployment, run: RunState, stage: str, finding: Any) -> None:
+    """The cluster's dashboard link, through the hub's public URL, is the Dask status page."""
+    cluster = run.standing_cluster(stage)
+    link = cluster.dashboard_link
+    if not link:
+        raise StageFailure("a dashboard link in the cluster report", "none")
+    page = wait_for(
+        lambda: _dashboard_page(deployment, link),
+        stage=stage,
+        what=f"the dashboard at {link} to answer",
+        timeout=30,
+        evidence=deployment.evidence,
+    )
+    finding(
+        "security",
+        "dashboards are readable anonymously",
+        f"GET {urlparse(link).path} with no credentials answered 200 (only the random "
+        "cluster name guards it)",
+    )
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', page)
+    bokeh = [s for s in scripts if "bokeh" in s.lower()]
+    if not bokeh:
+        raise StageFailure("Bokeh scripts on the status page", f"scripts {scripts[:5]}")
+    for src in bokeh:
+        asset = deployment.http.request("GET", urljoin(link, src))
+        if asset.status_code != 200:
+            raise StageFailure(
+                f"the Bokeh asset {src} to load (HTTP 200)",
+                f"HTTP {asset.status_code}",
+                excerpt(asset),
+            )
+    _dashboard_websocket(deployment, link, page)
+
+
+def _dashboard_page(deployment: Deployment, link: str) -> str:
+    response = deployment.http.request("GET", link)
+    kind = response.headers.get("Content-Type", "")
+    if response.status_code != 200 or "html" not in kind or "<title>" not in response.text:
+        raise StageFailure("the Dask status page (HTTP 200, HTML)", excerpt(response))
+    if "Dask" not in response.text:
+        raise StageFailure("a Dask page", excerpt(response))
+    return str(response.text)
+
+
+def _dashboard_websocket(deployment: Deployment, link: str, page: str) -> None:
+    token = re.search(r'"token":\s*"([^"]+)"', page)
+    if token is None:
+        raise StageFailure("a Bokeh session token on the status page", "none")
+    ws_url = re.sub(r"^http", "ws", link.split("?", maxsplit=1)[0].rstrip("/")) + "/ws"
+    sslopt = {"ca_certs": deployment.http.verify} if isinstance(deployment.http.verify, str) else {}
+    try:
+        conn = websocket.create_connection(
+            ws_url, timeout=scaled(10), subprotocols=["bokeh", token.group(1)], sslopt=sslopt
+        )
+        try:
+            first = conn.recv()
+        finally:
+            conn.close()
+    except Exception as exc:
+        raise StageFailure(
+            f"the dashboard websocket {urlparse(ws_url).path} to answer",
+            f"{type(exc).__name__}: {exc}",
+        ) from None
+    if not first:
+        raise StageFailure("a Bokeh message on the dashboard websocket", "an empty frame")
+
+
+@pytest.mark.stage("isolation", after=("gateway_cluster",))
+def test_isolation(
+    deployment: Deployment, run: RunState, stage: str, finding: Any, note: Any
+) -> None:
+    """A second user can not see, connect to, scale or stop the first user's cluster."""
+    if run.users is None:
+        pytest.skip(
+            "the harness token is a plain user token, so no second user can be made; "
+            "isolation needs a token with the scopes admin:users and tokens"
+        )
+    cluster = run.standing_cluster(stage)
+    owner = run.gateway_for(run.the_user(), stage)
+    intruder = run.gateway_for(run.users.create(), stage)
+    names = [c.name for c in intruder.call(intruder.gateway.list_clusters, "list_clusters()")]
+    if cluster.name in names:
+        raise StageFailure(
+            "a second user's list_clusters() not to show the first user's cluster",
+            f"it lists {cluster.name}",
+        )
+    for what, attempt in (
+        ("connect", lambda: intruder.gateway.connect(cluster.name)),
+        ("scale", lambda: intruder.gateway.scale_cluster(cluster.name, 2)),
+        ("stop", lambda: intruder.gateway.stop_cluster(cluster.name)),
+    ):
+        try:
+            intruder.call(attempt, f"{what} another user's cluster")
+        except StageFailure:
+            raise
+        except Exception:  # noqa: S112 - refused, as it must be
+            continue
+        if what != "stop":
+            raise StageFailure(
+                f"a second user's {what} of {cluster.name} to be refused", "it was allowed"
+            )
+    report = owner.call(lambda: owner.gateway.get_cluster(cluster.name), "get_cluster()")
+    if report.status.name != "RUNNING":
+        raise StageFailure(
+            f"{cluster.name} still running after another user tried to stop it",
+            f"status {report.status.name}",
+        )
+
+    api = "services/dask-gateway/api/v1/clusters/"
+    anonymous = deployment.http.request("GET", api)
+    if anonymous.status_code != 401:
+        raise StageFailure(
+            "HTTP 401 from the gateway API with no token",
+            f"HTTP {anonymous.status_code}",
+            excerpt(anonymous),
+        )
+    wrong = deployment.http.request("GET", api, token=new_token(), scheme="jupyterhub")
+    if wrong.status_code < 400:
+        raise StageFailure(
+            "the gateway to refuse a token the hub does not know",
+            f"HTTP {wrong.status_code}",
+            excerpt(wrong),
+        )
+    note(f"a wrong token is refused with HTTP {wrong.status_code}")
+    if run.identity is not None and run.identity.kind == "service":
+        service = deployment.http.request("GET", api, token=deployment.token, scheme="jupyterhub")
+        if service.status_code == 200:
+            finding(
+                "security",
+                "the gateway accepts a non-user (service) token",
+                f"the token of service {run.identity.name} listed clusters (HTTP 200); "
+                "set gateway.auth.jupyterhub.jupyterhubServiceName to require "
+                "access:services!service=dask-gateway",
+            )
