@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
@@ -15,22 +16,27 @@ import distributed
 import pytest
 import websocket
 
-from fixtures.errors import StageFailure
+from fixtures.errors import StageFailure, Unrecoverable
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
+from fixtures.processes import last_error_line
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment
 from fixtures.waiting import scaled, wait_for
 
+#: Seconds a running cluster's dashboard may answer 404 before that counts as final.
+DASHBOARD_404_GRACE = 5.0
 IMAGE_HANDLER_MESSAGE = "When specifying an image you must also provide a tag"
-#: What a proxy's answer means for the gateway route, in an operator's words.
+#: What the answer at /services/dask-gateway/api/health means, in an operator's words.
 ROUTE_HINTS = {
-    404: "no route at /services/dask-gateway/ (the hub's dask-gateway service has no url, or "
-    "the gateway's prefix is not /services/dask-gateway)",
-    502: "the proxy could not reach the gateway (is the gateway/traefik up and its Service "
+    302: "the hub answered instead of the gateway: there is no route at /services/dask-gateway/ "
+    "(does the hub's dask-gateway service have a url?)",
+    404: "nothing serves /services/dask-gateway/api/health: the gateway's prefix is not "
+    "/services/dask-gateway, or the hub's dask-gateway service points elsewhere",
+    502: "the proxy could not reach the gateway (is the gateway or traefik up, and its Service "
     "reachable?)",
-    503: "the proxy could not reach the gateway (is the gateway/traefik up and its Service "
+    503: "the proxy could not reach the gateway (is the gateway or traefik up, and its Service "
     "reachable?)",
 }
 
@@ -59,7 +65,8 @@ def test_discovery(deployment: Deployment, recorder: Any, note: Any) -> None:
 
     response = http.request("GET", "services/dask-gateway/api/health")
     if response.status_code != 200 or "json" not in response.headers.get("Content-Type", ""):
-        hint = ROUTE_HINTS.get(response.status_code, "not the gateway's health answer")
+        status = 302 if response.is_redirect else response.status_code
+        hint = ROUTE_HINTS.get(status, "not the gateway's health answer")
         raise StageFailure(
             "the gateway's health JSON at /services/dask-gateway/api/health",
             f"HTTP {response.status_code}: {hint}",
@@ -162,10 +169,13 @@ def test_gateway_cluster(
     except StageFailure:
         raise
     except Exception as exc:
+        evidence = deployment.evidence()
+        cause = last_error_line(evidence)
+        said = f"; the logs end with: {cause}" if cause else ""
         raise StageFailure(
             "new_cluster() with the default options to start a cluster",
-            f"{type(exc).__name__}: {exc}",
-            deployment.evidence(),
+            f"{type(exc).__name__}: {exc}{said}",
+            evidence,
         ) from None
 
     session.call(lambda: cluster.scale(1), "scale(1)")
@@ -249,8 +259,9 @@ def test_dashboard(deployment: Deployment, run: RunState, stage: str, finding: A
     link = cluster.dashboard_link
     if not link:
         raise StageFailure("a dashboard link in the cluster report", "none")
+    first_404: list[float] = []
     page = wait_for(
-        lambda: _dashboard_page(deployment, link),
+        lambda: _dashboard_page(deployment, link, first_404),
         stage=stage,
         what=f"the dashboard at {link} to answer",
         timeout=30,
@@ -277,8 +288,17 @@ def test_dashboard(deployment: Deployment, run: RunState, stage: str, finding: A
     _dashboard_websocket(deployment, link, page)
 
 
-def _dashboard_page(deployment: Deployment, link: str) -> str:
+def _dashboard_page(deployment: Deployment, link: str, first_404: list[float]) -> str:
+    """The status page's HTML. A 404 that lasts DASHBOARD_404_GRACE seconds for a running
+    cluster will not heal: the scheduler serves no dashboard, or the route escapes the prefix."""
     response = deployment.http.request("GET", link)
+    if response.status_code == 404:
+        first_404.append(time.monotonic())
+        if first_404[-1] - first_404[0] > DASHBOARD_404_GRACE:
+            raise Unrecoverable(
+                f"HTTP 404 for {DASHBOARD_404_GRACE:.0f}s while the cluster runs: no dashboard is "
+                "served for it (is bokeh installed where the scheduler runs?)"
+            )
     kind = response.headers.get("Content-Type", "")
     if response.status_code != 200 or "html" not in kind or "<title>" not in response.text:
         raise StageFailure("the Dask status page (HTTP 200, HTML)", excerpt(response))

@@ -1,0 +1,114 @@
+"""Run the harness as a user does, in a child pytest, and read what it left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from fixtures.processes import RUN_ID_ENV, processes_of_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class HarnessRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    artifacts: Path
+    run_id: str
+    argvs: set[str] = field(default_factory=set)  # every argv seen of the run's processes
+
+    @property
+    def stages(self) -> list[dict[str, Any]]:
+        return list(json.loads((self.artifacts / "stages.json").read_text())["stages"])
+
+    def outcome(self, stage: str) -> dict[str, Any]:
+        return next(s for s in self.stages if s["stage"] == stage)
+
+    @property
+    def first_failure(self) -> dict[str, Any] | None:
+        return next((s for s in self.stages if s["outcome"] == "failed"), None)
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        return list(json.loads((self.artifacts / "findings.json").read_text())["findings"])
+
+    def leftovers(self) -> list[str]:
+        """The run's processes still alive, as readable lines."""
+        return [
+            f"{p.pid} {' '.join(p.cmdline())[:120]}"
+            for p in processes_of_run(self.run_id)
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        ]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASKHUB_E2E_")}
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    env.update(extra)
+    return env
+
+
+def _watch_argv(run_id: str, seen: set[str], stop: threading.Event) -> None:
+    while not stop.wait(0.2):
+        for proc in processes_of_run(run_id):
+            try:
+                seen.add(" ".join(proc.cmdline()))
+            except psutil.Error:
+                continue
+
+
+def start_harness(
+    args: list[str], artifacts: Path, env: dict[str, str] | None = None, run_id: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    run_id = run_id or uuid.uuid4().hex
+    environment = child_env(**(env or {}))
+    environment[RUN_ID_ENV] = run_id
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/e2e",
+            "-p",
+            "no:cacheprovider",
+            "--artifacts",
+            str(artifacts),
+            *args,
+        ],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, run_id
+
+
+def run_harness(
+    args: list[str], artifacts: Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> HarnessRun:
+    """Run ``pytest tests/e2e --artifacts DIR ARGS`` to its end, watching its processes' argv."""
+    proc, run_id = start_harness(args, artifacts, env)
+    seen: set[str] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_argv, args=(run_id, seen, stop), daemon=True)
+    watcher.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    watcher.join()
+    return HarnessRun(proc.returncode, stdout, stderr, artifacts, run_id, seen)

@@ -1,0 +1,72 @@
+"""The full stage run on the local target: green, secret-free, and nothing left behind."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from fixtures.secrets import write_secret_file
+from tests.harness.runner import run_harness
+
+STAGES = ["setup", "discovery", "hub_login", "gateway_cluster", "dashboard", "isolation"]
+
+
+def _temp_folders() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("daskhub-e2e-*"))
+
+
+def _canary_values(folder: Path) -> tuple[Path, list[str]]:
+    """A values file whose three tokens are canaries: strings that must never be seen again."""
+    proxy, gateway, harness = (secrets.token_hex(32) for _ in range(3))
+    values = {
+        "jupyterhub": {
+            "proxy": {"secretToken": proxy},
+            "hub": {
+                "services": {
+                    "dask-gateway": {"apiToken": gateway},
+                    "daskhub-e2e": {"apiToken": harness},
+                }
+            },
+        },
+        "dask-gateway": {"gateway": {"auth": {"jupyterhub": {"apiToken": gateway}}}},
+    }
+    path = write_secret_file(folder / "canary-secrets.yaml", yaml.safe_dump(values))
+    return path, [proxy, gateway, harness]
+
+
+def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp_path: Path):
+    before = _temp_folders()
+    values, canaries = _canary_values(tmp_path)
+    run = run_harness(["--target", "local", "--values", str(values)], tmp_path / "artifacts")
+
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.stdout.startswith("daskhub-e2e: target local (asked for with --target)")
+    assert [s["stage"] for s in run.stages] == STAGES
+    assert {s["outcome"] for s in run.stages} == {"passed"}, run.stages
+    assert "1 worker computed sum(range(10)) = 45" in run.outcome("gateway_cluster")["message"]
+    titles = {f["title"] for f in run.findings}
+    assert "dashboards are readable anonymously" in titles
+    assert "the gateway accepts a non-user (service) token" in titles
+    for name in (
+        "stages.json",
+        "findings.json",
+        "junit.xml",
+        "report.md",
+        "logs/hub.log",
+        "logs/gateway.log",
+    ):
+        assert (run.artifacts / name).is_file(), name
+    assert "Adding external service dask-gateway" in (run.artifacts / "logs/hub.log").read_text()
+
+    # No token in stdout, stderr, any artifact, or any process's argv.
+    texts = [run.stdout, run.stderr, *run.argvs]
+    texts += [p.read_text(errors="replace") for p in run.artifacts.rglob("*") if p.is_file()]
+    assert run.argvs, "the argv watcher saw none of the run's processes"
+    for canary in canaries:
+        assert not any(canary in text for text in texts)
+
+    assert run.leftovers() == []
+    assert _temp_folders() - before == set()
