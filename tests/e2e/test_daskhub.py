@@ -19,7 +19,6 @@ import websocket
 from fixtures.errors import StageFailure, Unrecoverable
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
-from fixtures.processes import last_error_line
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment
@@ -140,53 +139,82 @@ def test_gateway_cluster(
     options = session.call(gateway.cluster_options, "cluster_options()")
     chosen: dict[str, Any] = {}
     if "image" in options:
-        default = options.image
-        if ":" not in str(default):
-            note(f"the image option's default {default!r} has no tag")
-        bad = session.call(gateway.cluster_options, "cluster_options()")
-        bad.image = "pangeo/base-notebook"
-        try:
-            # submit() leaves no half-built cluster object behind to wedge the client.
-            name = session.call(lambda: gateway.submit(cluster_options=bad), "submit(image=no tag)")
-        except Exception as exc:  # the gateway's answer carries the handler's message
-            if IMAGE_HANDLER_MESSAGE not in str(exc):
-                raise StageFailure(
-                    f"the option handler's message {IMAGE_HANDLER_MESSAGE!r}",
-                    f"{type(exc).__name__}: {exc}",
-                ) from None
-        else:
-            session.call(lambda: gateway.stop_cluster(name), "stop_cluster()")
-            raise StageFailure(
-                "an image without a tag to be rejected by the option handler",
-                f"it was accepted (cluster {name})",
-            )
-        chosen = {"image": default}
+        chosen = {"image": options.image}
+        _bad_image_is_rejected(session)
     else:
         note("the deployment offers no image option; the option checks were skipped")
 
     try:
-        cluster = session.new_cluster(options)
+        name = session.submit(options)
+    except StageFailure:
+        raise
+    except Exception as exc:  # the gateway's answer, e.g. the option handler's ValueError
+        raise StageFailure(
+            "the gateway to accept a new cluster with the default options",
+            f"{type(exc).__name__}: {exc}",
+            deployment.evidence(),
+        ) from None
+    session.wait_running(name)
+    session.call(lambda: gateway.scale_cluster(name, 1), "scale_cluster(1)")
+    computed = ""
+    if deployment.gateway_proxy_address:
+        _compute(session, name, stage, recorder, finding, deployment)
+        computed = "1 worker computed sum(range(10)) = 45, "
+    else:
+        note("computation skipped: the scheduler proxy is not reachable from here")
+
+    listed = {c.name: c for c in session.call(gateway.list_clusters, "list_clusters()")}
+    if name not in listed:
+        raise StageFailure(f"list_clusters() to list {name}", f"{sorted(listed)}")
+    shown = dict(listed[name].options)
+    for key, value in chosen.items():
+        if shown.get(key) != value:
+            raise StageFailure(f"the listed cluster's option {key}={value!r}", f"{shown}")
+    session.stop(name)
+    wait_for(
+        lambda: _not_listed(gateway, name),
+        stage=stage,
+        what=f"{name} to leave list_clusters() after it was stopped",
+        timeout=30,
+    )
+    note(f"cluster {name} with options {shown}: {computed}shut down and unlisted")
+
+
+def _bad_image_is_rejected(session: Any) -> None:
+    """An image without a tag is refused with the option handler's message."""
+    bad = session.call(session.gateway.cluster_options, "cluster_options()")
+    bad.image = "pangeo/base-notebook"
+    try:
+        name = session.submit(bad)
     except StageFailure:
         raise
     except Exception as exc:
-        evidence = deployment.evidence()
-        cause = last_error_line(evidence)
-        said = f"; the logs end with: {cause}" if cause else ""
-        raise StageFailure(
-            "new_cluster() with the default options to start a cluster",
-            f"{type(exc).__name__}: {exc}{said}",
-            evidence,
-        ) from None
+        if IMAGE_HANDLER_MESSAGE not in str(exc):
+            raise StageFailure(
+                f"the option handler's message {IMAGE_HANDLER_MESSAGE!r}",
+                f"{type(exc).__name__}: {exc}",
+            ) from None
+        return
+    session.stop(name)
+    raise StageFailure(
+        "an image without a tag to be rejected by the option handler",
+        f"it was accepted (cluster {name})",
+    )
 
-    session.call(lambda: cluster.scale(1), "scale(1)")
-    if deployment.gateway_proxy_address:
-        client = session.call(cluster.get_client, "get_client()")
+
+def _compute(
+    session: Any, name: str, stage: str, recorder: Any, finding: Any, deployment: Deployment
+) -> None:
+    """Connect through the scheduler proxy, wait for the worker, check a result."""
+    cluster = session.call(lambda: session.gateway.connect(name), "connect()")
+    client = session.call(cluster.get_client, "get_client()")
+    session.keepalive += [cluster, client]
+    try:
         wait_for(
             lambda: _one_worker(client),
             stage=stage,
             what="one worker to join the cluster",
             timeout=60,
-            interval=0.1,
             evidence=deployment.evidence,
         )
         result = session.call(lambda: client.submit(sum, range(10)).result(), "a computation")
@@ -194,27 +222,9 @@ def test_gateway_cluster(
             raise StageFailure("sum(range(10)) == 45 computed on the cluster", repr(result))
         versions = session.call(lambda: client.get_versions(check=False), "get_versions()")
         _compare_versions(versions, recorder, finding)
+    finally:
         session.call(client.close, "Client.close()")
-    else:
-        note("computation skipped: the scheduler proxy is not reachable from here")
-
-    listed = {c.name: c for c in session.call(gateway.list_clusters, "list_clusters()")}
-    if cluster.name not in listed:
-        raise StageFailure(f"list_clusters() to list {cluster.name}", f"{sorted(listed)}")
-    shown = dict(listed[cluster.name].options)
-    for key, value in chosen.items():
-        if shown.get(key) != value:
-            raise StageFailure(f"the listed cluster's option {key}={value!r}", f"{shown}")
-    session.call(cluster.shutdown, "shutdown()")
-    session.clusters.remove(cluster)
-    wait_for(
-        lambda: _not_listed(gateway, cluster.name),
-        stage=stage,
-        what=f"{cluster.name} to leave list_clusters() after shutdown()",
-        timeout=30,
-    )
-    computed = "1 worker computed sum(range(10)) = 45, " if deployment.gateway_proxy_address else ""
-    note(f"cluster {cluster.name} with options {shown}: {computed}shut down and unlisted")
+        session.call(lambda: cluster.close(shutdown=False), "GatewayCluster.close()")
 
 
 def _one_worker(client: Any) -> int:
@@ -255,8 +265,7 @@ def _compare_versions(versions: dict[str, Any], recorder: Any, finding: Any) -> 
 @pytest.mark.stage("dashboard", after=("gateway_cluster",))
 def test_dashboard(deployment: Deployment, run: RunState, stage: str, finding: Any) -> None:
     """The cluster's dashboard link, through the hub's public URL, is the Dask status page."""
-    cluster = run.standing_cluster(stage)
-    link = cluster.dashboard_link
+    link = run.standing_cluster(stage).dashboard_link
     if not link:
         raise StageFailure("a dashboard link in the cluster report", "none")
     first_404: list[float] = []
@@ -340,38 +349,38 @@ def test_isolation(
             "the harness token is a plain user token, so no second user can be made; "
             "isolation needs a token with the scopes admin:users and tokens"
         )
-    cluster = run.standing_cluster(stage)
-    owner = run.gateway_for(run.the_user(), stage)
-    intruder = run.gateway_for(run.users.create(), stage)
-    names = [c.name for c in intruder.call(intruder.gateway.list_clusters, "list_clusters()")]
-    if cluster.name in names:
+    name = run.standing_cluster(stage).name
+    intruder = run.users.create()
+    session = run.gateway_for(intruder, stage)
+    names = [c.name for c in session.call(session.gateway.list_clusters, "list_clusters()")]
+    if name in names:
         raise StageFailure(
             "a second user's list_clusters() not to show the first user's cluster",
-            f"it lists {cluster.name}",
+            f"it lists {name}",
         )
-    for what, attempt in (
-        ("connect", lambda: intruder.gateway.connect(cluster.name)),
-        ("scale", lambda: intruder.gateway.scale_cluster(cluster.name, 2)),
-        ("stop", lambda: intruder.gateway.stop_cluster(cluster.name)),
+    api = "services/dask-gateway/api/v1/clusters/"
+    for what, method, path, body in (
+        ("connect to (read the report of)", "GET", f"{api}{name}", None),
+        ("scale", "POST", f"{api}{name}/scale", {"count": 2}),
+        ("stop", "DELETE", f"{api}{name}", None),
     ):
-        try:
-            intruder.call(attempt, f"{what} another user's cluster")
-        except StageFailure:
-            raise
-        except Exception:  # noqa: S112 - refused, as it must be
-            continue
-        if what != "stop":
+        answer = deployment.http.request(
+            method, path, token=intruder.token, scheme="jupyterhub", json=body
+        )
+        if answer.status_code < 400 and what != "stop":
             raise StageFailure(
-                f"a second user's {what} of {cluster.name} to be refused", "it was allowed"
+                f"a second user's attempt to {what} {name} to be refused",
+                f"HTTP {answer.status_code}",
+                excerpt(answer),
             )
-    report = owner.call(lambda: owner.gateway.get_cluster(cluster.name), "get_cluster()")
+    owner = run.gateway_for(run.the_user(), stage)
+    report = owner.call(lambda: owner.gateway.get_cluster(name), "get_cluster()")
     if report.status.name != "RUNNING":
         raise StageFailure(
-            f"{cluster.name} still running after another user tried to stop it",
+            f"{name} still running after another user tried to stop it",
             f"status {report.status.name}",
         )
 
-    api = "services/dask-gateway/api/v1/clusters/"
     anonymous = deployment.http.request("GET", api)
     if anonymous.status_code != 401:
         raise StageFailure(
@@ -386,14 +395,14 @@ def test_isolation(
             f"HTTP {wrong.status_code}",
             excerpt(wrong),
         )
-    note(f"a wrong token is refused with HTTP {wrong.status_code}")
+    note(f"a second user was refused; a wrong token is refused with HTTP {wrong.status_code}")
     if run.identity is not None and run.identity.kind == "service":
         service = deployment.http.request("GET", api, token=deployment.token, scheme="jupyterhub")
         if service.status_code == 200:
             finding(
                 "security",
                 "the gateway accepts a non-user (service) token",
-                f"the token of service {run.identity.name} listed clusters (HTTP 200); "
-                "set gateway.auth.jupyterhub.jupyterhubServiceName to require "
+                f"the token of service {run.identity.name} listed clusters (HTTP 200); set "
+                "gateway.auth.jupyterhub.jupyterhubServiceName to require "
                 "access:services!service=dask-gateway",
             )

@@ -1,0 +1,203 @@
+"""Bad input that can be judged before any stage: one line on stderr, exit code 4, nothing left."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.runner import REPO, child_env
+
+USAGE_ERROR = 4
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args],
+        cwd=REPO,
+        env=child_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == USAGE_ERROR, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert lines[0].startswith("ERROR: ")
+    return lines[0]
+
+
+@pytest.fixture
+def occupied_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_unknown_target(tmp_path: Path):
+    line = _one_line_error(_run(["--target", "cloud", "--artifacts", str(tmp_path)]))
+    assert "unknown --target 'cloud'" in line and "local" in line
+
+
+@pytest.mark.parametrize("target", ["kind", "existing"])
+def test_targets_not_built_yet_say_so(tmp_path: Path, target: str):
+    line = _one_line_error(_run(["--target", target, "--artifacts", str(tmp_path)]))
+    assert f"--target {target} is not available yet" in line
+
+
+def test_live_without_a_url(tmp_path: Path):
+    line = _one_line_error(
+        _run(
+            ["--target", "live", "--artifacts", str(tmp_path)],
+            env={"DASKHUB_E2E_HUB_TOKEN": "x" * 64},
+        )
+    )
+    assert "--hub-url" in line and "DASKHUB_E2E_HUB_URL" in line
+
+
+def test_live_with_a_malformed_url(tmp_path: Path):
+    line = _one_line_error(
+        _run(
+            ["--target", "live", "--hub-url", "hub.example.org", "--artifacts", str(tmp_path)],
+            env={"DASKHUB_E2E_HUB_TOKEN": "x" * 64},
+        )
+    )
+    assert "is not an http(s) URL" in line
+
+
+def test_live_without_a_token(tmp_path: Path):
+    line = _one_line_error(
+        _run(["--target", "live", "--hub-url", "http://127.0.0.1:1/", "--artifacts", str(tmp_path)])
+    )
+    assert "DASKHUB_E2E_HUB_TOKEN" in line and "--hub-token-file" in line
+
+
+def test_a_token_on_the_command_line_is_refused_without_echoing_it(tmp_path: Path):
+    secret = "f" * 64
+    result = _run(
+        [
+            "--target",
+            "live",
+            "--hub-url",
+            "http://127.0.0.1:1/",
+            "--hub-token",
+            secret,
+            "--artifacts",
+            str(tmp_path),
+        ]
+    )
+    line = _one_line_error(result)
+    assert "argv is visible" in line and "DASKHUB_E2E_HUB_TOKEN" in line
+    assert secret not in result.stdout + result.stderr
+
+
+def test_a_missing_token_file(tmp_path: Path):
+    line = _one_line_error(
+        _run(
+            [
+                "--target",
+                "live",
+                "--hub-url",
+                "http://127.0.0.1:1/",
+                "--hub-token-file",
+                str(tmp_path / "nope"),
+                "--artifacts",
+                str(tmp_path),
+            ]
+        )
+    )
+    assert "cannot read --hub-token-file" in line
+
+
+def test_a_token_file_readable_by_others_is_warned_about(tmp_path: Path):
+    token_file = tmp_path / "token"
+    token_file.write_text("0" * 64)
+    os.chmod(token_file, 0o644)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    result = _run(
+        [
+            "--target",
+            "live",
+            "--hub-url",
+            f"http://127.0.0.1:{closed}/",
+            "--hub-token-file",
+            str(token_file),
+            "--artifacts",
+            str(tmp_path / "a"),
+        ]
+    )
+    assert "readable by other users; run `chmod 600" in result.stderr
+    assert result.returncode == 1  # the run goes on, and fails discovery on the closed port
+    assert "0" * 64 not in result.stdout + result.stderr
+
+
+def test_a_values_file_that_is_not_yaml(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jupyterhub: [unclosed\n")
+    line = _one_line_error(
+        _run(["--target", "local", "--values", str(bad), "--artifacts", str(tmp_path)])
+    )
+    assert "is not valid YAML" in line and str(bad) in line
+
+
+def test_a_values_key_the_subchart_schema_rejects_names_the_key_path(tmp_path: Path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("jupyterhub:\n  singleuser:\n    servieAccountName: daskkubernetes\n")
+    line = _one_line_error(
+        _run(["--target", "local", "--values", str(bad), "--artifacts", str(tmp_path)])
+    )
+    assert "jupyterhub.singleuser" in line and "servieAccountName" in line
+
+
+def test_a_missing_values_file(tmp_path: Path):
+    line = _one_line_error(
+        _run(
+            [
+                "--target",
+                "local",
+                "--values",
+                str(tmp_path / "nope.yaml"),
+                "--artifacts",
+                str(tmp_path),
+            ]
+        )
+    )
+    assert "no such file" in line
+
+
+def test_missing_node_for_the_local_target(tmp_path: Path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    line = _one_line_error(
+        _run(["--target", "local", "--artifacts", str(tmp_path)], env={"PATH": str(bare)})
+    )
+    assert "needs Node.js" in line and "node" in line
+
+
+def test_an_occupied_local_port(tmp_path: Path, occupied_port: int):
+    line = _one_line_error(
+        _run(
+            ["--target", "local", "--local-port", str(occupied_port), "--artifacts", str(tmp_path)]
+        )
+    )
+    assert f"--local-port {occupied_port} is in use" in line
+
+
+def test_a_bad_timeout_scale(tmp_path: Path):
+    line = _one_line_error(
+        _run(["--target", "local", "--timeout-scale", "fast", "--artifacts", str(tmp_path)])
+    )
+    assert "--timeout-scale must be a positive number" in line

@@ -1,0 +1,44 @@
+"""Nothing of a run survives Ctrl-C: processes (hub, proxy, gateway, schedulers, workers) and
+temp folders are gone, whichever stage was running."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures.processes import processes_of_run
+from tests.harness.runner import start_harness
+
+
+def _temp_folders() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("daskhub-e2e-*"))
+
+
+@pytest.mark.parametrize("stage", ["discovery", "gateway_cluster", "dashboard"])
+def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str):
+    before = _temp_folders()
+    proc, run_id = start_harness(["--target", "local"], tmp_path / "artifacts")
+    marker = f"daskhub-e2e: stage {stage} starting"
+    seen = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:  # ends when the child closes its output
+        seen.append(line)
+        if marker in line or time.monotonic() > deadline:
+            break
+    assert any(marker in line for line in seen), "".join(seen)
+    if stage != "discovery":
+        time.sleep(0.5)  # let the stage get into its cluster work before the interrupt
+    assert processes_of_run(run_id), "the run had no processes to stop"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 2, out[-3000:] + err[-2000:]  # pytest: interrupted
+    assert "KeyboardInterrupt" in out
+    assert processes_of_run(run_id) == []
+    assert _temp_folders() - before == set()
+    assert (tmp_path / "artifacts" / "stages.json").is_file()

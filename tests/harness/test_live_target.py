@@ -1,0 +1,125 @@
+"""The live target, pointed at a separately started local stack with only a URL and a token."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import requests
+
+from fixtures.local_stack import LocalStack
+from fixtures.secrets import write_secret_file
+from tests.harness.runner import run_harness
+
+
+def _live(stack: LocalStack, token: str, artifacts: Path, *extra: str):
+    return run_harness(
+        [
+            "--target",
+            "live",
+            "--hub-url",
+            stack.public_url,
+            "--gateway-proxy-address",
+            stack.gateway_proxy_address,
+            *extra,
+        ],
+        artifacts,
+        env={"DASKHUB_E2E_HUB_TOKEN": token},
+    )
+
+
+def test_live_with_an_admin_token_passes_every_stage_and_removes_its_users(
+    running_stack: LocalStack, tmp_path: Path
+):
+    run = _live(running_stack, running_stack.harness_token, tmp_path / "a")
+
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert run.stdout.startswith("daskhub-e2e: target live")
+    assert {s["outcome"] for s in run.stages} == {"passed"}, run.stages
+    texts = [run.stdout, run.stderr] + [p.read_text() for p in run.artifacts.rglob("*.*")]
+    assert not any(running_stack.harness_token in text for text in texts)
+    users = requests.get(
+        running_stack.public_url + "hub/api/users",
+        timeout=10,
+        headers={"Authorization": f"token {running_stack.harness_token}"},
+    ).json()
+    assert [u["name"] for u in users if u["name"].startswith("e2e-")] == []
+
+
+def test_live_with_a_plain_user_token_runs_as_that_user_and_skips_isolation(
+    running_stack: LocalStack, tmp_path: Path
+):
+    admin = {"Authorization": f"token {running_stack.harness_token}"}
+    hub = running_stack.public_url + "hub/api/"
+    requests.post(hub + "users/alice", headers=admin, timeout=10).raise_for_status()
+    issued = requests.post(hub + "users/alice/tokens", headers=admin, json={}, timeout=10).json()
+    token_file = write_secret_file(tmp_path / "token", issued["token"])
+    try:
+        run = run_harness(
+            [
+                "--target",
+                "live",
+                "--hub-url",
+                running_stack.public_url,
+                "--hub-token-file",
+                str(token_file),
+                "--gateway-proxy-address",
+                running_stack.gateway_proxy_address,
+            ],
+            tmp_path / "a",
+        )
+    finally:
+        requests.delete(hub + "users/alice", headers=admin, timeout=10)
+
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "running as alice" in run.outcome("hub_login")["message"]
+    isolation = run.outcome("isolation")
+    assert isolation["outcome"] == "skipped"
+    assert "plain user token" in isolation["message"]
+    assert run.outcome("gateway_cluster")["outcome"] == "passed"
+
+
+def test_live_with_a_token_the_hub_rejects_fails_hub_login_with_one_sentence(
+    running_stack: LocalStack, tmp_path: Path
+):
+    run = _live(running_stack, "0" * 64, tmp_path / "a")
+
+    assert run.returncode == 1
+    assert run.outcome("discovery")["outcome"] == "passed"
+    failure = run.first_failure
+    assert failure is not None and failure["stage"] == "hub_login"
+    assert "the hub rejected the token" in failure["message"]
+    assert "Traceback" not in failure["message"]
+
+
+def test_live_without_a_scheduler_proxy_runs_the_api_part_and_says_what_it_skipped(
+    running_stack: LocalStack, tmp_path: Path
+):
+    run = run_harness(
+        ["--target", "live", "--hub-url", running_stack.public_url],
+        tmp_path / "a",
+        env={"DASKHUB_E2E_HUB_TOKEN": running_stack.harness_token},
+    )
+
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "no scheduler proxy address given" in run.outcome("discovery")["message"]
+    cluster = run.outcome("gateway_cluster")
+    assert cluster["outcome"] == "passed"
+    assert "computation skipped" in cluster["message"]
+
+
+def test_live_at_an_unreachable_url_fails_discovery_saying_so(tmp_path: Path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    run = run_harness(
+        ["--target", "live", "--hub-url", f"http://127.0.0.1:{closed}/"],
+        tmp_path / "a",
+        env={"DASKHUB_E2E_HUB_TOKEN": "1" * 64},
+    )
+
+    assert run.returncode == 1
+    failure = run.first_failure
+    assert failure is not None and failure["stage"] == "discovery"
+    assert "connection refused" in failure["message"]
+    assert "check the URL" in failure["message"]
