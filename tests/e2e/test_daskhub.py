@@ -4,9 +4,11 @@ dashboard? Each test is one stage, in order; a stage runs only when the stages i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
@@ -19,9 +21,11 @@ import websocket
 from fixtures.errors import StageFailure, Unrecoverable
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
+from fixtures.kernel import Kernel
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment
+from fixtures.user_server import CannotSpawn, UserServer
 from fixtures.waiting import scaled, wait_for
 
 #: Seconds a running cluster's dashboard may answer 404 before that counts as final.
@@ -406,3 +410,236 @@ def test_isolation(
                 "gateway.auth.jupyterhub.jupyterhubServiceName to require "
                 "access:services!service=dask-gateway",
             )
+
+
+# ------------------------------------------------------------------ user_server: from inside
+
+#: Cell 1: what the hub put in the server's environment, and whether dask_gateway imports.
+CELL_ENVIRONMENT = """
+import json, os
+_env = {k: v for k, v in os.environ.items()
+        if k.startswith("DASK_GATEWAY__") or k == "JUPYTER_IMAGE_SPEC"}
+try:
+    import dask_gateway
+    _imported = {"ok": True}
+except Exception as _exc:
+    _imported = {"ok": False, "error": f"{type(_exc).__name__}: {_exc}"}
+print("E2E-ENV " + json.dumps({"env": _env, "import": _imported}))
+"""
+#: Cell 2: Gateway() from the environment alone, and a new cluster.
+CELL_CLUSTER = """
+import json
+from dask_gateway import Gateway
+gateway = Gateway()
+print("E2E-SETTINGS " + json.dumps({
+    "address": gateway.address, "proxy_address": gateway.proxy_address,
+    "public_address": gateway._public_address, "auth": type(gateway.auth).__name__}))
+cluster = gateway.new_cluster()
+print("E2E-CLUSTER " + json.dumps({
+    "name": cluster.name, "dashboard_link": cluster.dashboard_link,
+    "options": dict(gateway.get_cluster(cluster.name).options)}))
+"""
+#: Cell 3: one worker, a computation, and the versions on both sides.
+CELL_COMPUTE = """
+import dask, distributed, dask_gateway
+with dask.config.set({"distributed.comm.timeouts.connect": "15s"}):
+    cluster.scale(1)
+    client = cluster.get_client()
+    client.wait_for_workers(1, timeout=60)
+    result = client.submit(sum, range(10)).result(timeout=60)
+    scheduler = client.get_versions(check=False)["scheduler"]["packages"]
+print("E2E-COMPUTE " + json.dumps({
+    "result": result,
+    "server": {"dask": dask.__version__, "distributed": distributed.__version__,
+               "dask-gateway": dask_gateway.__version__},
+    "scheduler": {"dask": scheduler.get("dask"), "distributed": scheduler.get("distributed")}}))
+"""
+#: Cell 4: shut the cluster down (also run, guarded, when an earlier cell failed).
+CELL_SHUTDOWN = """
+import json
+_errors = []
+for _close in ("client.close()", "cluster.shutdown()"):
+    try:
+        if _close.split(".")[0] in globals():
+            eval(_close)
+    except Exception as _exc:
+        _errors.append(f"{_close}: {type(_exc).__name__}: {_exc}")
+print("E2E-SHUTDOWN " + json.dumps({"errors": _errors}))
+"""
+REQUIRED_ENV = (
+    "DASK_GATEWAY__ADDRESS",
+    "DASK_GATEWAY__PROXY_ADDRESS",
+    "DASK_GATEWAY__PUBLIC_ADDRESS",
+    "DASK_GATEWAY__AUTH__TYPE",
+)
+
+
+def _cell(kernel: Kernel, code: str, marker: str, timeout: float, failure: str) -> Any:
+    """Run a cell and return the JSON it printed after ``marker``; when it raised or printed
+    nothing, fail with ``failure`` and the cell's error."""
+    result = kernel.execute(code, timeout)
+    printed = result.marked(marker)
+    if result.error or printed is None:
+        raise StageFailure(
+            f"the cell behind {marker} to succeed",
+            f"{failure}: {result.error or 'no result printed'}",
+            result.stdout[-2000:],
+        )
+    return printed
+
+
+@pytest.mark.stage("user_server", after=("hub_login", "gateway_cluster"))
+def test_user_server(
+    deployment: Deployment, run: RunState, stage: str, note: Any, finding: Any, recorder: Any
+) -> None:
+    """A user's own server runs the gateway flow from its environment alone, as a notebook."""
+    user = run.the_user()
+    server = UserServer(deployment.http, user.name, user.token)
+    kernel = Kernel(deployment.http, user.name, user.token)
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        timings[step] = round(time.monotonic() - clock, 2)
+        clock = time.monotonic()
+
+    try:
+        try:
+            server.start(stage, USER_SERVER_TIMEOUTS["spawn"], deployment.evidence)
+        except CannotSpawn as reason:
+            pytest.skip(f"{reason}; the user_server stage needs a token that may start servers")
+        lap("spawn")
+        try:
+            kernel.start(USER_SERVER_TIMEOUTS["kernel"])
+        except StageFailure:
+            raise
+        except Exception as exc:
+            raise StageFailure(
+                "a kernel to start on the user's server",
+                f"the kernel did not start: {type(exc).__name__}: {exc}",
+                deployment.evidence(),
+            ) from None
+        lap("kernel")
+        seen = _cell(
+            kernel,
+            CELL_ENVIRONMENT,
+            "E2E-ENV",
+            USER_SERVER_TIMEOUTS["cell"],
+            "the environment cell failed",
+        )
+        env = seen["env"]
+        missing = [name for name in REQUIRED_ENV if not env.get(name)]
+        if missing:
+            raise StageFailure(
+                f"{', '.join(REQUIRED_ENV)} in the user server's environment",
+                f"env missing: {', '.join(missing)} not set in the server",
+            )
+        if env["DASK_GATEWAY__AUTH__TYPE"] != "jupyterhub":
+            raise StageFailure(
+                "DASK_GATEWAY__AUTH__TYPE=jupyterhub", f"{env['DASK_GATEWAY__AUTH__TYPE']!r}"
+            )
+        if not seen["import"]["ok"]:
+            raise StageFailure(
+                "dask_gateway importable in the user environment",
+                f"the user environment has no dask-gateway: {seen['import']['error']}",
+            )
+        made = _cell(
+            kernel,
+            CELL_CLUSTER,
+            "E2E-CLUSTER",
+            USER_SERVER_TIMEOUTS["cluster"],
+            "the cluster did not start from inside the server",
+        )
+        lap("cluster")
+        computed = _cell(
+            kernel,
+            CELL_COMPUTE,
+            "E2E-COMPUTE",
+            USER_SERVER_TIMEOUTS["compute"],
+            "the computation failed inside the server (through "
+            f"DASK_GATEWAY__PROXY_ADDRESS={env['DASK_GATEWAY__PROXY_ADDRESS']})",
+        )
+        if computed["result"] != 45:
+            raise StageFailure(
+                "sum(range(10)) == 45 computed from inside the server",
+                f"computation wrong: {computed['result']!r}",
+            )
+        lap("compute")
+        link = made["dashboard_link"]
+        if not str(link).startswith(env["DASK_GATEWAY__PUBLIC_ADDRESS"].rstrip("/") + "/"):
+            raise StageFailure(
+                f"a dashboard link under {env['DASK_GATEWAY__PUBLIC_ADDRESS']}", f"{link!r}"
+            )
+        wait_for(
+            lambda: _dashboard_page(deployment, urljoin(deployment.hub_url, link), []),
+            stage=stage,
+            what=f"the in-server dashboard link {link} through the hub",
+            timeout=USER_SERVER_TIMEOUTS["dashboard"],
+        )
+        lap("dashboard")
+        image = env.get("JUPYTER_IMAGE_SPEC")
+        image_from_env = env.get("DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE")
+        if image_from_env and made["options"].get("image", image) != image:
+            raise StageFailure(
+                f"the cluster's image option to be the server's image {image!r} "
+                "(DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE)",
+                f"{made['options']['image']!r}",
+            )
+        _record_server_versions(computed, recorder, finding)
+        done = _cell(
+            kernel,
+            CELL_SHUTDOWN,
+            "E2E-SHUTDOWN",
+            USER_SERVER_TIMEOUTS["cluster"],
+            "the cluster did not shut down from inside the server",
+        )
+        lap("shutdown")
+        note(
+            f"cluster {made['name']} from inside {user.name}'s server: options "
+            f"{made['options']}, 1 worker computed 45, dashboard OK, shut down "
+            f"({'; '.join(done['errors']) or 'cleanly'}); step seconds {timings}"
+        )
+    finally:
+        _stop_everything(kernel, server, run, stage)
+
+
+USER_SERVER_TIMEOUTS = {
+    "spawn": 90.0,
+    "kernel": 30.0,
+    "cell": 30.0,
+    "cluster": 120.0,
+    "compute": 150.0,
+    "dashboard": 30.0,
+    "stop": 60.0,
+}
+
+
+def _record_server_versions(computed: dict[str, Any], recorder: Any, finding: Any) -> None:
+    server, scheduler = computed["server"], computed["scheduler"]
+    recorder.versions.update({f"user server {k}": v for k, v in server.items()})
+    for package in ("dask", "distributed"):
+        if server.get(package) != scheduler.get(package):
+            finding(
+                "compatibility",
+                f"{package} differs between the user server and the scheduler",
+                f"server {server.get(package)}, scheduler {scheduler.get(package)}",
+            )
+
+
+def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: str) -> None:
+    """On every outcome: the in-server cluster, the kernel, the server; then any cluster of
+    the user that the kernel left behind."""
+    with contextlib.suppress(Exception):
+        if kernel.kernel_id is not None:
+            kernel.execute(CELL_SHUTDOWN, USER_SERVER_TIMEOUTS["cluster"])
+    with contextlib.suppress(Exception):
+        kernel.stop()
+    with contextlib.suppress(Exception):
+        server.stop(stage, USER_SERVER_TIMEOUTS["stop"])
+    with contextlib.suppress(Exception):
+        session = run.gateway_for(run.the_user(), stage)
+        standing = run.standing_cluster(stage).name if run._standing is not None else None
+        for report in session.call(session.gateway.list_clusters, "list_clusters()"):
+            if report.name != standing:
+                session.call(partial(session.gateway.stop_cluster, report.name), "stop_cluster()")

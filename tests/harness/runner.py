@@ -43,6 +43,10 @@ class HarnessRun:
     def findings(self) -> list[dict[str, Any]]:
         return list(json.loads((self.artifacts / "findings.json").read_text())["findings"])
 
+    def files_left(self) -> list[str]:
+        """What the run left in its temp folder (it must leave nothing there)."""
+        return sorted(str(p) for p in temp_dir_of(self.artifacts).iterdir())
+
     def leftovers(self) -> list[str]:
         """The run's processes still alive, as readable lines."""
         return [
@@ -68,12 +72,21 @@ def _watch_argv(run_id: str, seen: set[str], stop: threading.Event) -> None:
                 continue
 
 
+def temp_dir_of(artifacts: Path) -> Path:
+    """The TMPDIR a harness run with these artifacts gets."""
+    return artifacts.parent / f"{artifacts.name}-tmp"
+
+
 def start_harness(
     args: list[str], artifacts: Path, env: dict[str, str] | None = None, run_id: str | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     run_id = run_id or uuid.uuid4().hex
     environment = child_env(**(env or {}))
     environment[RUN_ID_ENV] = run_id
+    # A temp folder of the run's own, so that "nothing left on disk" is judged for this run
+    # alone, whatever else runs on the machine.
+    environment["TMPDIR"] = str(temp_dir_of(artifacts))
+    temp_dir_of(artifacts).mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -4,23 +4,17 @@ temp folders are gone, whichever stage was running."""
 from __future__ import annotations
 
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from fixtures.processes import processes_of_run
-from tests.harness.runner import start_harness
-
-
-def _temp_folders() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("daskhub-e2e-*"))
+from tests.harness.runner import start_harness, temp_dir_of
 
 
 @pytest.mark.parametrize("stage", ["discovery", "gateway_cluster", "dashboard"])
 def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str):
-    before = _temp_folders()
     proc, run_id = start_harness(["--target", "local"], tmp_path / "artifacts")
     marker = f"daskhub-e2e: stage {stage} starting"
     seen = []
@@ -40,5 +34,5 @@ def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str
     assert proc.returncode == 2, out[-3000:] + err[-2000:]  # pytest: interrupted
     assert "KeyboardInterrupt" in out
     assert processes_of_run(run_id) == []
-    assert _temp_folders() - before == set()
+    assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
     assert (tmp_path / "artifacts" / "stages.json").is_file()

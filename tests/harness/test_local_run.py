@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -11,11 +10,15 @@ import yaml
 from fixtures.secrets import write_secret_file
 from tests.harness.runner import run_harness
 
-STAGES = ["setup", "discovery", "hub_login", "gateway_cluster", "dashboard", "isolation"]
-
-
-def _temp_folders() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("daskhub-e2e-*"))
+STAGES = [
+    "setup",
+    "discovery",
+    "hub_login",
+    "gateway_cluster",
+    "dashboard",
+    "isolation",
+    "user_server",
+]
 
 
 def _canary_values(folder: Path) -> tuple[Path, list[str]]:
@@ -38,7 +41,6 @@ def _canary_values(folder: Path) -> tuple[Path, list[str]]:
 
 
 def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp_path: Path):
-    before = _temp_folders()
     values, canaries = _canary_values(tmp_path)
     run = run_harness(["--target", "local", "--values", str(values)], tmp_path / "artifacts")
 
@@ -47,6 +49,9 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
     assert [s["stage"] for s in run.stages] == STAGES
     assert {s["outcome"] for s in run.stages} == {"passed"}, run.stages
     assert "1 worker computed sum(range(10)) = 45" in run.outcome("gateway_cluster")["message"]
+    inside = run.outcome("user_server")["message"]
+    assert "options {'image': 'daskhub-e2e/local-user:1.0'}" in inside  # JUPYTER_IMAGE_SPEC
+    assert "1 worker computed 45, dashboard OK" in inside
     titles = {f["title"] for f in run.findings}
     assert "dashboards are readable anonymously" in titles
     assert "the gateway accepts a non-user (service) token" in titles
@@ -69,4 +74,4 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
         assert not any(canary in text for text in texts)
 
     assert run.leftovers() == []
-    assert _temp_folders() - before == set()
+    assert run.files_left() == []

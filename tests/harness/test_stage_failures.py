@@ -12,13 +12,14 @@ import pytest
 
 from tests.harness.runner import run_harness
 
-ORDER = ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation"]
+ORDER = ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation", "user_server"]
 AFTER = {
     "discovery": [],
     "hub_login": ["discovery"],
     "gateway_cluster": ["hub_login"],
     "dashboard": ["gateway_cluster"],
     "isolation": ["gateway_cluster"],
+    "user_server": ["hub_login", "gateway_cluster"],
 }
 
 CASES = [
@@ -27,6 +28,9 @@ CASES = [
     ("no_scheduler_command", "gateway_cluster", "No such file or directory"),
     ("no_dashboard", "dashboard", "no dashboard is served"),
     ("shared_identity", "isolation", "not to show the first user's cluster"),
+    ("user_env_no_proxy_address", "user_server", "env missing: DASK_GATEWAY__PROXY_ADDRESS"),
+    ("user_env_closed_proxy", "user_server", "the computation failed inside the server"),
+    ("user_env_no_dask_gateway", "user_server", "the user environment has no dask-gateway"),
 ]
 
 
@@ -47,6 +51,7 @@ def test_a_broken_piece_fails_its_stage(tmp_path: Path, fault: str, stage: str, 
     assert f"stage {stage} FAILED" in run.stdout
     assert "## Failure cause" in (run.artifacts / "report.md").read_text()
     assert run.leftovers() == []
+    assert run.files_left() == []
 
 
 def test_a_deployment_that_does_not_start_is_a_setup_failure(tmp_path: Path):
