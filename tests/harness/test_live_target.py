@@ -65,6 +65,8 @@ def test_live_with_a_plain_user_token_runs_as_that_user_and_skips_isolation(
                 str(token_file),
                 "--gateway-proxy-address",
                 running_stack.gateway_proxy_address,
+                "-k",
+                "not user_server",  # the admin-token run covers user_server on live
             ],
             tmp_path / "a",
         )
@@ -82,7 +84,7 @@ def test_live_with_a_plain_user_token_runs_as_that_user_and_skips_isolation(
 def test_live_with_a_token_the_hub_rejects_fails_hub_login_with_one_sentence(
     running_stack: LocalStack, tmp_path: Path
 ):
-    run = _live(running_stack, "0" * 64, tmp_path / "a")
+    run = _live(running_stack, "0" * 64, tmp_path / "a", "-x")
 
     assert run.returncode == 1
     assert run.outcome("discovery")["outcome"] == "passed"
@@ -96,7 +98,7 @@ def test_live_without_a_scheduler_proxy_runs_the_api_part_and_says_what_it_skipp
     running_stack: LocalStack, tmp_path: Path
 ):
     run = run_harness(
-        ["--target", "live", "--hub-url", running_stack.public_url],
+        ["--target", "live", "--hub-url", running_stack.public_url, "-k", "not user_server"],
         tmp_path / "a",
         env={"DASKHUB_E2E_HUB_TOKEN": running_stack.harness_token},
     )

@@ -1,0 +1,110 @@
+"""Time-to-verdict benchmark: the harness against the bare operations it performs.
+
+In one run, alternating, ROUNDS times each (wall clock of a fresh process, imports included):
+  (a) direct: the minimal sequence with no harness around it: start gateway and hub (the same
+      LocalStack start: same order, parallelism and poll interval), create a user and a token,
+      new cluster, one worker, compute, dashboard GET, shutdown, stop;
+  (b) harness, same operations: `pytest tests/e2e --target local -k "not isolation and not
+      user_server"` (setup, discovery, hub_login, gateway_cluster, dashboard);
+  (c) harness, full run: every stage (adds isolation and the user_server stage).
+Prints the medians, and the ratios b/a and c/a.
+
+    python scripts/benchmark.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def direct_once() -> None:
+    """(a): the bare sequence, in this process."""
+    import requests
+    from dask_gateway import Gateway, JupyterHubAuth
+
+    from fixtures.faults import Faults
+    from fixtures.local_stack import LocalStack
+    from fixtures.secrets import generate_daskhub_secrets
+    from fixtures.values import VALUES_DIR, check_values, load_values_file
+
+    values = check_values(
+        [load_values_file(VALUES_DIR / "daskhub-e2e.yaml"), generate_daskhub_secrets()]
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="daskhub-e2e-bench-"))
+    stack = LocalStack(workdir, values, workdir / "logs", uuid.uuid4().hex, Faults())
+    try:
+        stack.start()
+        hub = stack.public_url + "hub/api/"
+        admin = {"Authorization": f"token {stack.harness_token}"}
+        name = "e2e-bench"
+        requests.post(hub + f"users/{name}", headers=admin, timeout=10).raise_for_status()
+        token = requests.post(hub + f"users/{name}/tokens", headers=admin, json={},
+                              timeout=10).json()["token"]
+        address = stack.public_url + "services/dask-gateway"
+        gateway = Gateway(address=address, proxy_address=stack.gateway_proxy_address,
+                          public_address=address, auth=JupyterHubAuth(api_token=token))
+        cluster = gateway.new_cluster()
+        cluster.scale(1)
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=60)
+        assert client.submit(sum, range(10)).result(timeout=60) == 45
+        assert requests.get(cluster.dashboard_link, timeout=10).status_code == 200
+        client.close()
+        cluster.shutdown()
+        gateway.close()
+        requests.delete(hub + f"users/{name}", headers=admin, timeout=10)
+    finally:
+        stack.stop()
+        stack.remove_workdir()
+
+
+def timed(argv: list[str]) -> float:
+    started = time.monotonic()
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"benchmark run failed ({' '.join(argv[-6:])}):\n{result.stdout[-3000:]}"
+                 f"{result.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--direct-once", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.direct_once:
+        direct_once()
+        return
+    artifacts = Path(tempfile.mkdtemp(prefix="daskhub-e2e-bench-artifacts-"))
+    pytest = [sys.executable, "-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider",
+              "--target", "local", "--artifacts", str(artifacts)]
+    runs: dict[str, list[float]] = {"a direct": [], "b harness (same ops)": [],
+                                    "c harness (full)": []}
+    for round_ in range(args.rounds):
+        runs["a direct"].append(timed([sys.executable, __file__, "--direct-once"]))
+        runs["b harness (same ops)"].append(
+            timed([*pytest, "-k", "not isolation and not user_server"]))
+        runs["c harness (full)"].append(timed(pytest))
+        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()),
+              flush=True)
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    for name, median in medians.items():
+        print(f"median {name}: {median:.2f}s (runs: {', '.join(f'{v:.1f}' for v in runs[name])})")
+    base = medians["a direct"]
+    print(f"ratio b/a: {medians['b harness (same ops)'] / base:.2f}")
+    print(f"ratio c/a: {medians['c harness (full)'] / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Flake rate and cleanup under repetition: run the healthy local target N times in a row.
+
+Reports the pass count, each stage's median and max seconds, and after every run any process
+of that run still alive and anything left in its temp folder.
+
+    python scripts/flake_rate.py [-n 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.harness.runner import run_harness  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20, help="how many runs (default 20)")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="daskhub-e2e-flake-"))
+    seconds: dict[str, list[float]] = defaultdict(list)
+    passed = 0
+    for index in range(args.n):
+        run = run_harness(["--target", "local"], folder / f"run-{index}")
+        ok = run.returncode == 0
+        passed += ok
+        for stage in run.stages:
+            seconds[stage["stage"]].append(stage["seconds"])
+        left = run.leftovers() + run.files_left()
+        failed = run.first_failure
+        why = f" first failure {failed['stage']}: {failed['message'][:200]}" if failed else ""
+        print(f"run {index + 1}/{args.n}: {'passed' if ok else 'FAILED'}; leftovers: "
+              f"{left or 'none'}{why}", flush=True)
+    print(f"\n{passed}/{args.n} runs passed")
+    for stage, values in seconds.items():
+        print(f"{stage:16s} median {statistics.median(values):6.2f}s  max {max(values):6.2f}s")
+    print(f"artifacts: {folder}")
+    sys.exit(0 if passed == args.n else 1)
+
+
+if __name__ == "__main__":
+    main()
