@@ -48,11 +48,16 @@ def direct_once() -> None:
         admin = {"Authorization": f"token {stack.harness_token}"}
         name = "e2e-bench"
         requests.post(hub + f"users/{name}", headers=admin, timeout=10).raise_for_status()
-        token = requests.post(hub + f"users/{name}/tokens", headers=admin, json={},
-                              timeout=10).json()["token"]
+        token = requests.post(
+            hub + f"users/{name}/tokens", headers=admin, json={}, timeout=10
+        ).json()["token"]
         address = stack.public_url + "services/dask-gateway"
-        gateway = Gateway(address=address, proxy_address=stack.gateway_proxy_address,
-                          public_address=address, auth=JupyterHubAuth(api_token=token))
+        gateway = Gateway(
+            address=address,
+            proxy_address=stack.gateway_proxy_address,
+            public_address=address,
+            auth=JupyterHubAuth(api_token=token),
+        )
         cluster = gateway.new_cluster()
         cluster.scale(1)
         client = cluster.get_client()
@@ -73,8 +78,10 @@ def timed(argv: list[str]) -> float:
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     if result.returncode != 0:
-        sys.exit(f"benchmark run failed ({' '.join(argv[-6:])}):\n{result.stdout[-3000:]}"
-                 f"{result.stderr[-2000:]}")
+        sys.exit(
+            f"benchmark run failed ({' '.join(argv[-6:])}):\n{result.stdout[-3000:]}"
+            f"{result.stderr[-2000:]}"
+        )
     return seconds
 
 
@@ -87,17 +94,34 @@ def main() -> None:
         direct_once()
         return
     artifacts = Path(tempfile.mkdtemp(prefix="daskhub-e2e-bench-artifacts-"))
-    pytest = [sys.executable, "-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider",
-              "--target", "local", "--artifacts", str(artifacts)]
-    runs: dict[str, list[float]] = {"a direct": [], "b harness (same ops)": [],
-                                    "c harness (full)": []}
+    pytest = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/e2e",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--target",
+        "local",
+        "--artifacts",
+        str(artifacts),
+    ]
+    runs: dict[str, list[float]] = {
+        "a direct": [],
+        "b harness (same ops)": [],
+        "c harness (full)": [],
+    }
     for round_ in range(args.rounds):
         runs["a direct"].append(timed([sys.executable, __file__, "--direct-once"]))
         runs["b harness (same ops)"].append(
-            timed([*pytest, "-k", "not isolation and not user_server"]))
+            timed([*pytest, "-k", "not isolation and not user_server"])
+        )
         runs["c harness (full)"].append(timed(pytest))
-        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()),
-              flush=True)
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()),
+            flush=True,
+        )
     medians = {name: statistics.median(values) for name, values in runs.items()}
     for name, median in medians.items():
         print(f"median {name}: {median:.2f}s (runs: {', '.join(f'{v:.1f}' for v in runs[name])})")

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness.runner import run_harness  # noqa: E402
+from tests.harness.runner import run_harness
 
 
 def main() -> None:
@@ -37,8 +37,11 @@ def main() -> None:
         left = run.leftovers() + run.files_left()
         failed = run.first_failure
         why = f" first failure {failed['stage']}: {failed['message'][:200]}" if failed else ""
-        print(f"run {index + 1}/{args.n}: {'passed' if ok else 'FAILED'}; leftovers: "
-              f"{left or 'none'}{why}", flush=True)
+        print(
+            f"run {index + 1}/{args.n}: {'passed' if ok else 'FAILED'}; leftovers: "
+            f"{left or 'none'}{why}",
+            flush=True,
+        )
     print(f"\n{passed}/{args.n} runs passed")
     for stage, values in seconds.items():
         print(f"{stage:16s} median {statistics.median(values):6.2f}s  max {max(values):6.2f}s")

@@ -22,6 +22,7 @@ from fixtures.errors import StageFailure, Unrecoverable
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
 from fixtures.kernel import Kernel
+from fixtures.processes import last_error_line
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment
@@ -162,7 +163,19 @@ def test_gateway_cluster(
     session.call(lambda: gateway.scale_cluster(name, 1), "scale_cluster(1)")
     computed = ""
     if deployment.gateway_proxy_address:
-        _compute(session, name, stage, recorder, finding, deployment)
+        try:
+            _compute(session, name, stage, recorder, finding, deployment)
+        except StageFailure:
+            raise
+        except Exception as exc:  # the client's error; the cause is in the logs
+            evidence = deployment.evidence()
+            cause = last_error_line(evidence)
+            said = f"; the logs end with: {cause}" if cause else ""
+            raise StageFailure(
+                "one worker to compute sum(range(10)) on the new cluster",
+                f"{type(exc).__name__}: {exc}{said}",
+                evidence,
+            ) from None
         computed = "1 worker computed sum(range(10)) = 45, "
     else:
         note("computation skipped: the scheduler proxy is not reachable from here")
@@ -416,7 +429,8 @@ def test_isolation(
 
 #: Cell 1: what the hub put in the server's environment, and whether dask_gateway imports.
 CELL_ENVIRONMENT = """
-import json, os
+import json, os, socket
+from urllib.parse import urlparse
 _env = {k: v for k, v in os.environ.items()
         if k.startswith("DASK_GATEWAY__") or k == "JUPYTER_IMAGE_SPEC"}
 try:
@@ -424,12 +438,22 @@ try:
     _imported = {"ok": True}
 except Exception as _exc:
     _imported = {"ok": False, "error": f"{type(_exc).__name__}: {_exc}"}
-print("E2E-ENV " + json.dumps({"env": _env, "import": _imported}))
+_proxy = {"ok": None}
+if _env.get("DASK_GATEWAY__PROXY_ADDRESS"):
+    _where = urlparse(_env["DASK_GATEWAY__PROXY_ADDRESS"])
+    try:
+        socket.create_connection((_where.hostname, _where.port or 80), timeout=10).close()
+        _proxy = {"ok": True}
+    except OSError as _exc:
+        _proxy = {"ok": False, "error": f"{type(_exc).__name__}: {_exc}"}
+print("E2E-ENV " + json.dumps({"env": _env, "import": _imported, "proxy": _proxy}))
 """
 #: Cell 2: Gateway() from the environment alone, and a new cluster.
 CELL_CLUSTER = """
 import json
+import dask
 from dask_gateway import Gateway
+dask.config.set({"distributed.comm.timeouts.connect": "15s"})
 gateway = Gateway()
 print("E2E-SETTINGS " + json.dumps({
     "address": gateway.address, "proxy_address": gateway.proxy_address,
@@ -442,12 +466,11 @@ print("E2E-CLUSTER " + json.dumps({
 #: Cell 3: one worker, a computation, and the versions on both sides.
 CELL_COMPUTE = """
 import dask, distributed, dask_gateway
-with dask.config.set({"distributed.comm.timeouts.connect": "15s"}):
-    cluster.scale(1)
-    client = cluster.get_client()
-    client.wait_for_workers(1, timeout=60)
-    result = client.submit(sum, range(10)).result(timeout=60)
-    scheduler = client.get_versions(check=False)["scheduler"]["packages"]
+cluster.scale(1)
+client = cluster.get_client()
+client.wait_for_workers(1, timeout=60)
+result = client.submit(sum, range(10)).result(timeout=60)
+scheduler = client.get_versions(check=False)["scheduler"]["packages"]
 print("E2E-COMPUTE " + json.dumps({
     "result": result,
     "server": {"dask": dask.__version__, "distributed": distributed.__version__,
@@ -544,6 +567,13 @@ def test_user_server(
                 "dask_gateway importable in the user environment",
                 f"the user environment has no dask-gateway: {seen['import']['error']}",
             )
+        if seen["proxy"]["ok"] is False:
+            raise StageFailure(
+                "the scheduler proxy reachable from inside the user server",
+                f"the user server can not reach DASK_GATEWAY__PROXY_ADDRESS="
+                f"{env['DASK_GATEWAY__PROXY_ADDRESS']} ({seen['proxy']['error']}); "
+                "a NetworkPolicy blocking user-pod egress, or a wrong proxy address",
+            )
         made = _cell(
             kernel,
             CELL_CLUSTER,
@@ -571,8 +601,9 @@ def test_user_server(
             raise StageFailure(
                 f"a dashboard link under {env['DASK_GATEWAY__PUBLIC_ADDRESS']}", f"{link!r}"
             )
+        first_404: list[float] = []
         wait_for(
-            lambda: _dashboard_page(deployment, urljoin(deployment.hub_url, link), []),
+            lambda: _dashboard_page(deployment, urljoin(deployment.hub_url, link), first_404),
             stage=stage,
             what=f"the in-server dashboard link {link} through the hub",
             timeout=USER_SERVER_TIMEOUTS["dashboard"],

@@ -6,25 +6,35 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 
+from fixtures.processes import processes_of_run
 from tests.harness.runner import REPO, child_env
 
 USAGE_ERROR = 4
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args],
-        cwd=REPO,
-        env=child_env(**(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """Run the stages with bad input; whatever the outcome, the run leaves nothing behind."""
+    with tempfile.TemporaryDirectory() as temp:
+        run_id = uuid.uuid4().hex
+        environment = child_env(**(env or {}), TMPDIR=temp, DASKHUB_E2E_RUN_ID=run_id)
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args],
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert list(Path(temp).iterdir()) == []
+        assert processes_of_run(run_id) == []
+    return result
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:

@@ -13,7 +13,10 @@ from fixtures.processes import processes_of_run
 from tests.harness.runner import start_harness, temp_dir_of
 
 
-@pytest.mark.parametrize("stage", ["discovery", "gateway_cluster", "dashboard"])
+@pytest.mark.parametrize(
+    "stage",
+    ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation", "user_server"],
+)
 def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str):
     proc, run_id = start_harness(["--target", "local"], tmp_path / "artifacts")
     marker = f"daskhub-e2e: stage {stage} starting"
@@ -25,8 +28,8 @@ def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str
         if marker in line or time.monotonic() > deadline:
             break
     assert any(marker in line for line in seen), "".join(seen)
-    if stage != "discovery":
-        time.sleep(0.5)  # let the stage get into its cluster work before the interrupt
+    if stage in ("gateway_cluster", "dashboard", "user_server"):
+        time.sleep(1.0)  # let the stage get into its cluster or server work first
     assert processes_of_run(run_id), "the run had no processes to stop"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
