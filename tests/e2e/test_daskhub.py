@@ -159,6 +159,7 @@ def test_gateway_cluster(
             f"{type(exc).__name__}: {exc}",
             deployment.evidence(),
         ) from None
+    run.submit_standing_cluster(stage)  # for dashboard and isolation; starts meanwhile
     session.wait_running(name)
     session.call(lambda: gateway.scale_cluster(name, 1), "scale_cluster(1)")
     computed = ""
@@ -582,6 +583,7 @@ def test_user_server(
             "the cluster did not start from inside the server",
         )
         lap("cluster")
+        _settings_follow_env(kernel, env)
         computed = _cell(
             kernel,
             CELL_COMPUTE,
@@ -646,6 +648,19 @@ USER_SERVER_TIMEOUTS = {
 }
 
 
+def _settings_follow_env(kernel: Kernel, env: dict[str, str]) -> None:
+    """Gateway() in the server resolved its address and proxy from DASK_GATEWAY__*."""
+    printed = kernel.last_marked("E2E-SETTINGS")
+    expected = {
+        "address": env["DASK_GATEWAY__ADDRESS"].rstrip("/"),
+        "proxy_address": env["DASK_GATEWAY__PROXY_ADDRESS"],
+        "auth": "JupyterHubAuth",
+    }
+    seen = {key: (printed or {}).get(key) for key in expected}
+    if seen != expected:
+        raise StageFailure(f"Gateway() inside the server to resolve {expected}", f"{seen}")
+
+
 def _record_server_versions(computed: dict[str, Any], recorder: Any, finding: Any) -> None:
     server, scheduler = computed["server"], computed["scheduler"]
     recorder.versions.update({f"user server {k}": v for k, v in server.items()})
@@ -670,7 +685,6 @@ def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: s
         server.stop(stage, USER_SERVER_TIMEOUTS["stop"])
     with contextlib.suppress(Exception):
         session = run.gateway_for(run.the_user(), stage)
-        standing = run.standing_cluster(stage).name if run._standing is not None else None
         for report in session.call(session.gateway.list_clusters, "list_clusters()"):
-            if report.name != standing:
+            if report.name != run.standing_name:
                 session.call(partial(session.gateway.stop_cluster, report.name), "stop_cluster()")

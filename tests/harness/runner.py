@@ -85,8 +85,9 @@ def start_harness(
     environment[RUN_ID_ENV] = run_id
     # A temp folder of the run's own, so that "nothing left on disk" is judged for this run
     # alone, whatever else runs on the machine.
-    environment["TMPDIR"] = str(temp_dir_of(artifacts))
-    temp_dir_of(artifacts).mkdir(parents=True, exist_ok=True)
+    if "TMPDIR" not in (env or {}):
+        environment["TMPDIR"] = str(temp_dir_of(artifacts))
+        temp_dir_of(artifacts).mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [
             sys.executable,
