@@ -22,7 +22,7 @@ from fixtures.errors import StageFailure, Unrecoverable
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
 from fixtures.kernel import Kernel
-from fixtures.processes import last_error_line
+from fixtures.processes import log_cause
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment
@@ -170,11 +170,9 @@ def test_gateway_cluster(
             raise
         except Exception as exc:  # the client's error; the cause is in the logs
             evidence = deployment.evidence()
-            cause = last_error_line(evidence)
-            said = f"; the logs end with: {cause}" if cause else ""
             raise StageFailure(
                 "one worker to compute sum(range(10)) on the new cluster",
-                f"{type(exc).__name__}: {exc}{said}",
+                f"{type(exc).__name__}: {exc}{log_cause(evidence)}",
                 evidence,
             ) from None
         computed = "1 worker computed sum(range(10)) = 45, "
