@@ -1,0 +1,140 @@
+"""The helm command layer, driven against a stand-in `helm` first on PATH that records its argv
+(and the mode of every values file it is given) and answers like helm does."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures.errors import StageFailure, UsageError
+from fixtures.helm import Helm
+from fixtures.secrets import generate_daskhub_secrets
+
+STAND_IN = """#!{python}
+import json, os, sys
+from pathlib import Path
+log = Path(os.environ["FAKE_HELM_LOG"])
+state = Path(os.environ["FAKE_HELM_STATE"])
+args = sys.argv[1:]
+files = [args[i + 1] for i, a in enumerate(args) if a == "--values"]
+with log.open("a") as out:
+    out.write(json.dumps({{"argv": args, "modes": {{f: oct(os.stat(f).st_mode & 0o777)
+                                                    for f in files}}}}) + "\\n")
+status = state.read_text().strip() if state.exists() else ""
+if args[0] == "status":
+    if not status:
+        sys.exit("Error: release: not found")
+    print(json.dumps({{"name": args[1], "info": {{"status": status}}}}))
+elif args[0] == "upgrade" and os.environ.get("FAKE_HELM_FAIL"):
+    sys.exit("Error: UPGRADE FAILED: values don't meet the specifications of the schema(s)")
+elif args[0] == "upgrade":
+    state.write_text("deployed")
+elif args[0] in ("uninstall",):
+    state.write_text("")
+elif args[0] == "rollback":
+    state.write_text("deployed")
+"""
+
+
+@pytest.fixture
+def fake_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A stand-in helm first on PATH; returns a reader of the calls it got."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helm = bin_dir / "helm"
+    helm.write_text(STAND_IN.format(python=sys.executable))
+    helm.chmod(helm.stat().st_mode | stat.S_IEXEC)
+    log, state = tmp_path / "helm-calls.jsonl", tmp_path / "helm-state"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_HELM_LOG", str(log))
+    monkeypatch.setenv("FAKE_HELM_STATE", str(state))
+
+    class Calls:
+        state_file = state
+
+        def __call__(self) -> list[dict]:
+            if not log.exists():
+                return []
+            return [json.loads(line) for line in log.read_text().splitlines()]
+
+    return Calls()
+
+
+def test_install_is_upgrade_install_without_wait_with_a_0600_secrets_file_deleted_after(
+    fake_helm, tmp_path: Path
+):
+    harness, user = tmp_path / "harness.yaml", tmp_path / "user.yaml"
+    harness.write_text("{}\n")
+    user.write_text("{}\n")
+    secrets = generate_daskhub_secrets()
+    Helm("dhub", "dhub").install(secrets, tmp_path, before=[harness], after=[user])
+
+    (call,) = fake_helm()
+    argv = call["argv"]
+    assert argv[:3] == ["upgrade", "--install", "dhub"]
+    assert argv[3:5] == ["dask/daskhub", "--version"] and argv[5] == "2024.1.1"
+    assert "--wait" not in argv
+    files = [argv[i + 1] for i, a in enumerate(argv) if a == "--values"]
+    assert files[0] == str(harness) and files[-1] == str(user)  # the user's values win
+    secrets_file = files[1]
+    assert call["modes"][secrets_file] == "0o600"
+    assert not Path(secrets_file).exists()
+    flat = json.dumps(argv)
+    token = secrets["jupyterhub"]["proxy"]["secretToken"]
+    assert token not in flat
+
+
+def test_a_failing_install_says_why_and_still_deletes_the_secrets_file(
+    fake_helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("FAKE_HELM_FAIL", "1")
+    with pytest.raises(StageFailure) as failed:
+        Helm("dhub", "dhub").install(generate_daskhub_secrets(), tmp_path)
+    assert "helm upgrade exited 1" in str(failed.value)
+    assert "values don't meet the specifications" in str(failed.value)
+    assert list(tmp_path.glob("daskhub-e2e-secrets.yaml")) == []
+
+
+@pytest.mark.parametrize(
+    ("left", "done", "command"),
+    [
+        ("pending-install", "removed release dhub left pending-install", "uninstall"),
+        ("pending-upgrade", "rolled back release dhub left pending-upgrade", "rollback"),
+    ],
+)
+def test_a_release_an_interrupted_run_left_pending_is_cleared_first(fake_helm, left, done, command):
+    fake_helm.state_file.write_text(left)
+    assert Helm("dhub", "dhub").recover_interrupted() == done
+    assert [c["argv"][0] for c in fake_helm()] == ["status", command]
+
+
+def test_a_deployed_or_absent_release_is_left_alone(fake_helm):
+    assert Helm("dhub", "dhub").recover_interrupted() is None
+    fake_helm.state_file.write_text("deployed")
+    assert Helm("dhub", "dhub").recover_interrupted() is None
+    assert [c["argv"][0] for c in fake_helm()] == ["status", "status"]
+
+
+def test_a_local_chart_is_linted_strictly_and_templated(fake_helm, tmp_path: Path):
+    chart = tmp_path / "daskhub"
+    chart.mkdir()
+    values = tmp_path / "v.yaml"
+    values.write_text("{}\n")
+    helm = Helm("dhub", "dhub", chart=str(chart))
+    helm.prepare_chart()
+    helm.lint([values])
+    calls = [c["argv"] for c in fake_helm()]
+    assert calls[0] == ["dependency", "build", str(chart)]
+    assert calls[1] == ["lint", "--strict", str(chart), "--values", str(values)]
+    assert calls[2][:2] == ["template", "dhub"] and "--version" not in calls[2]
+
+
+def test_no_helm_on_path_is_one_line_saying_what_to_install(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UsageError, match=r"^`helm` is not on PATH; install helm 3"):
+        Helm("dhub", "dhub")
