@@ -7,7 +7,7 @@ In one run, alternating, ROUNDS times each (wall clock of a fresh process, impor
   (b) harness, same operations: `pytest tests/e2e --target local -k "not isolation and not
       user_server"` (setup, discovery, hub_login, gateway_cluster, dashboard);
   (c) harness, full run: every stage (adds isolation and the user_server stage).
-Prints the medians, and the ratios b/a and c/a.
+Prints the medians, the ratios b/a and c/a, and the median seconds of each stage of (c).
 
     python scripts/benchmark.py [--rounds 3]
 """
@@ -15,6 +15,7 @@ Prints the medians, and the ratios b/a and c/a.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -112,12 +113,15 @@ def main() -> None:
         "b harness (same ops)": [],
         "c harness (full)": [],
     }
+    stage_seconds: dict[str, list[float]] = {}
     for round_ in range(args.rounds):
         runs["a direct"].append(timed([sys.executable, __file__, "--direct-once"]))
         runs["b harness (same ops)"].append(
             timed([*pytest, "-k", "not isolation and not user_server"])
         )
         runs["c harness (full)"].append(timed(pytest))
+        for record in json.loads((artifacts / "stages.json").read_text())["stages"]:
+            stage_seconds.setdefault(record["stage"], []).append(record["seconds"])
         print(
             f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()),
             flush=True,
@@ -128,6 +132,9 @@ def main() -> None:
     base = medians["a direct"]
     print(f"ratio b/a: {medians['b harness (same ops)'] / base:.2f}")
     print(f"ratio c/a: {medians['c harness (full)'] / base:.2f}")
+    print("stage seconds in (c), median of the rounds:")
+    for stage, seconds in stage_seconds.items():
+        print(f"  {stage:16s} {statistics.median(seconds):6.2f}")
 
 
 if __name__ == "__main__":
