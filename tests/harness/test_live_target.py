@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import requests
+from dask_gateway import Gateway, JupyterHubAuth
 
 from fixtures.local_stack import LocalStack
 from fixtures.secrets import write_secret_file
@@ -125,3 +126,30 @@ def test_live_at_an_unreachable_url_fails_discovery_saying_so(tmp_path: Path):
     assert failure is not None and failure["stage"] == "discovery"
     assert "connection refused" in failure["message"]
     assert "check the URL" in failure["message"]
+
+
+def test_cleanup_on_live_removes_e2e_users_and_their_clusters(
+    running_stack: LocalStack, tmp_path: Path
+):
+    """What a crashed run leaves on a hub (an e2e- user with a running cluster) is removed."""
+    admin = {"Authorization": f"token {running_stack.harness_token}"}
+    hub = running_stack.public_url + "hub/api/"
+    requests.post(hub + "users/e2e-crashed", headers=admin, timeout=10).raise_for_status()
+    token = requests.post(
+        hub + "users/e2e-crashed/tokens", headers=admin, json={}, timeout=10
+    ).json()["token"]
+    address = running_stack.public_url + "services/dask-gateway"
+    with Gateway(
+        address=address,
+        proxy_address=running_stack.gateway_proxy_address,
+        auth=JupyterHubAuth(api_token=token),
+    ) as gateway:
+        name = gateway.submit()
+        assert [c.name for c in gateway.list_clusters()] == [name]
+
+    run = _live(running_stack, running_stack.harness_token, tmp_path / "a", "--cleanup")
+
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "1 e2e- user(s) deleted, 1 cluster(s) stopped" in run.stdout + run.stderr
+    users = requests.get(hub + "users", headers=admin, timeout=10).json()
+    assert "e2e-crashed" not in [u["name"] for u in users]
