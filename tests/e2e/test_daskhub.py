@@ -27,7 +27,7 @@ from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment
 from fixtures.user_server import CannotSpawn, UserServer
-from fixtures.waiting import scaled, wait_for
+from fixtures.waiting import NotYet, scaled, wait_for
 
 #: Seconds a running cluster's dashboard may answer 404 before that counts as final.
 DASHBOARD_404_GRACE = 5.0
@@ -246,14 +246,14 @@ def _compute(
 def _one_worker(client: Any) -> int:
     workers = len(client.scheduler_info()["workers"])
     if workers < 1:
-        raise StageFailure("a worker", "none yet")
+        raise NotYet("no worker yet")
     return workers
 
 
 def _not_listed(gateway: Any, name: str) -> None:
     names = [c.name for c in gateway.list_clusters()]
     if name in names:
-        raise StageFailure(f"{name} gone", "still listed")
+        raise NotYet(f"{name} still listed")
 
 
 def _compare_versions(versions: dict[str, Any], recorder: Any, finding: Any) -> None:
