@@ -19,13 +19,22 @@ import pytest
 import websocket
 
 from fixtures.errors import StageFailure, Unrecoverable
+from fixtures.helm import Helm
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
 from fixtures.kernel import Kernel
+from fixtures.kube import (
+    DASK_KUBERNETES,
+    gateway_name,
+    rbac_problems,
+    require_no_problems,
+    service_problems,
+    user_pod_problems,
+)
 from fixtures.processes import log_cause
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
-from fixtures.targets import Deployment
+from fixtures.targets import Deployment, harness_files
 from fixtures.user_server import CannotSpawn, UserServer
 from fixtures.waiting import NotYet, scaled, wait_for
 
@@ -60,7 +69,9 @@ def _tcp_open(address: str) -> None:
 
 @pytest.mark.stage("discovery")
 def test_discovery(deployment: Deployment, recorder: Any, note: Any) -> None:
-    """The hub API, the gateway behind the hub's proxy, and the scheduler proxy all answer."""
+    """On Kubernetes, the chart's Services with their ports and ready endpoints; then the hub
+    API, the gateway behind the hub's proxy, and the scheduler proxy all answer."""
+    _kubernetes_services(deployment, note)
     http = deployment.http
     hub = http.json("GET", "hub/api/", what="the JupyterHub API version")
     if not isinstance(hub, dict) or "version" not in hub:
@@ -97,6 +108,22 @@ def test_discovery(deployment: Deployment, recorder: Any, note: Any) -> None:
             "default), so gateway_cluster runs its API part and skips the computation"
         )
     note(f"hub {hub['version']}, gateway {version.get('version')}")
+
+
+def _kubernetes_services(deployment: Deployment, note: Any) -> None:
+    """Services hub, proxy-api, proxy-public, api-<P>, traefik-<P>: ports, ready endpoints."""
+    kube = deployment.kube
+    if kube is None:
+        note(f"Kubernetes checks skipped: the {deployment.target} target has no Kubernetes API")
+        return
+    require_no_problems(
+        service_problems(kube.core, kube.namespace, kube.release),
+        f"the Services of release {kube.release} with their ports and ready endpoints",
+    )
+    note(
+        f"Kubernetes {kube.server_version}: Services of {kube.namespace}/{kube.release} ready; "
+        f"reached {'; '.join(kube.reached)}"
+    )
 
 
 @pytest.mark.stage("hub_login", after=("discovery",))
@@ -532,6 +559,7 @@ def test_user_server(
         except CannotSpawn as reason:
             pytest.skip(f"{reason}; the user_server stage needs a token that may start servers")
         lap("spawn")
+        _user_pod(deployment, user.name, note)
         try:
             kernel.start(USER_SERVER_TIMEOUTS["kernel"])
         except StageFailure:
@@ -646,6 +674,18 @@ USER_SERVER_TIMEOUTS = {
 }
 
 
+def _user_pod(deployment: Deployment, username: str, note: Any) -> None:
+    """On Kubernetes: the user's pod carries the DASK_GATEWAY__* values of CHART-FACTS.md and
+    runs under the mode's ServiceAccount."""
+    if deployment.kube is None:
+        return
+    require_no_problems(
+        user_pod_problems(deployment.kube, username),
+        "the user pod's DASK_GATEWAY__* environment and ServiceAccount as the chart sets them",
+    )
+    note(f"user pod of {username}: DASK_GATEWAY__* and ServiceAccount as expected")
+
+
 def _settings_follow_env(kernel: Kernel, env: dict[str, str]) -> None:
     """Gateway() in the server resolved its address and proxy from DASK_GATEWAY__*."""
     printed = kernel.last_marked("E2E-SETTINGS")
@@ -686,3 +726,57 @@ def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: s
         for report in session.call(session.gateway.list_clusters, "list_clusters()"):
             if report.name != run.standing_name:
                 session.call(partial(session.gateway.stop_cluster, report.name), "stop_cluster()")
+
+
+# ------------------------------------------------------------------ dask-kubernetes mode
+
+
+@pytest.mark.stage("dask_kubernetes", after=("discovery",))
+def test_dask_kubernetes(deployment: Deployment, note: Any) -> None:
+    """The daskkubernetes ServiceAccount, Role and RoleBinding exist with exactly the chart's
+    rules, and the API server's SubjectAccessReviews agree with them."""
+    kube = deployment.kube
+    if kube is None:
+        pytest.skip(f"the {deployment.target} target has no Kubernetes API")
+    if kube.mode != "dask-kubernetes":
+        pytest.skip("dask-kubernetes mode is checked with --mode dask-kubernetes")
+    require_no_problems(
+        rbac_problems(kube.core, kube.rbac, kube.auth, kube.namespace),
+        f"ServiceAccount, Role and RoleBinding {DASK_KUBERNETES} with the chart's rules",
+    )
+    note(
+        f"{DASK_KUBERNETES}: may get/list/watch/create/delete pods and services and read "
+        "pods/log; may not touch secrets"
+    )
+
+
+GATEWAY_TOGGLE_BUG = (
+    "daskhub's Chart.yaml gives its dask-gateway dependency no `condition:`, so "
+    "dask-gateway.enabled: false does not remove Dask Gateway (CHART-FACTS.md)"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=StageFailure, reason=GATEWAY_TOGGLE_BUG)
+@pytest.mark.stage("gateway_disabled")
+def test_gateway_disabled(options: Any, pytestconfig: pytest.Config) -> None:
+    """``dask-gateway.enabled: false`` renders no Dask Gateway objects. A strict expected
+    failure while the chart ignores the key: it turns red the day the chart is fixed."""
+    kube = options.kube
+    if kube is None or not kube.install:
+        pytest.skip("renders the chart under test: needs --target kind or existing with a chart")
+    helm = Helm(kube.release, "daskhub-e2e-render", kube.chart, kube.chart_version)
+    objects = helm.template(
+        [*harness_files(options), *options.values_files], "dask-gateway.enabled=false"
+    )
+    gateway = gateway_name(kube.release)
+    left = sorted(
+        f"{o.get('kind')}/{o.get('metadata', {}).get('name')}"
+        for o in objects
+        if o.get("metadata", {}).get("name")
+        in (f"api-{gateway}", f"controller-{gateway}", f"traefik-{gateway}")
+    )
+    if left:
+        raise StageFailure(
+            "no Dask Gateway objects with dask-gateway.enabled: false",
+            f"helm template still renders {', '.join(left)}",
+        )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.processes import processes_of_run
+from tests.harness import stand_ins
 from tests.harness.runner import REPO, child_env
 
 USAGE_ERROR = 4
@@ -59,10 +60,60 @@ def test_unknown_target(tmp_path: Path):
     assert "unknown --target 'cloud'" in line and "local" in line
 
 
-@pytest.mark.parametrize("target", ["kind", "existing"])
-def test_targets_not_built_yet_say_so(tmp_path: Path, target: str):
-    line = _one_line_error(_run(["--target", target, "--artifacts", str(tmp_path)]))
-    assert f"--target {target} is not available yet" in line
+def _path_with(tmp_path: Path, *tools: str) -> str:
+    """A PATH holding only python and the named stand-ins (docker's daemon is down)."""
+    bare = stand_ins.install(tmp_path / "all-tools")
+    only = tmp_path / "bin"
+    only.mkdir()
+    (only / "python").symlink_to(sys.executable)
+    for tool in tools:
+        (only / tool).symlink_to(bare / tool)
+    return str(only)
+
+
+@pytest.mark.parametrize(
+    ("target", "tools", "expected"),
+    [
+        ("kind", (), "--target kind needs Docker: `docker` is not on PATH; install Docker"),
+        ("kind", ("docker",), "the Docker daemon is not running (`docker info` failed)"),
+        ("existing", (), "`kubectl` is not on PATH; install kubectl"),
+        ("existing", ("kubectl",), "`helm` is not on PATH; install helm 3"),
+    ],
+)
+def test_a_missing_kubernetes_tool_says_what_to_install(
+    tmp_path: Path, target: str, tools: tuple[str, ...], expected: str
+):
+    line = _one_line_error(
+        _run(
+            ["--target", target, "--artifacts", str(tmp_path / "artifacts")],
+            env={"PATH": _path_with(tmp_path, *tools)},
+        )
+    )
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--mode", "spark"], "unknown --mode 'spark'; use one of gateway, dask-kubernetes"),
+        (["--no-install"], "--no-install tests a release that is already installed"),
+        (["--release", "Bad_Name"], "--release 'Bad_Name' is not a valid Kubernetes name"),
+        (["--chart", "daskhub"], "--chart 'daskhub' is neither a chart folder nor"),
+        (
+            ["--kubeconfig", "/nonexistent/kubeconfig"],
+            "--kubeconfig /nonexistent/kubeconfig: no such",
+        ),
+        (["--chart-version", "1.0.0"], "--chart-version 1.0.0: the values check knows"),
+    ],
+)
+def test_bad_kubernetes_options(tmp_path: Path, args: list[str], expected: str):
+    line = _one_line_error(
+        _run(
+            ["--target", "existing", "--artifacts", str(tmp_path / "artifacts"), *args],
+            env={"PATH": _path_with(tmp_path, "kubectl", "helm")},
+        )
+    )
+    assert expected in line
 
 
 def test_live_without_a_url(tmp_path: Path):

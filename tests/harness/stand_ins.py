@@ -1,0 +1,259 @@
+"""Stand-in ``helm``, ``kind``, ``kubectl`` and ``docker`` executables for the self-tests.
+
+:func:`install` writes four small executables into a folder that a test puts first on PATH.
+Each records its argv (and, for helm, the mode of every values file it is given, never the
+contents) in ``$FAKE_TOOLS_LOG`` and answers like the real tool, acting on the loopback
+Kubernetes API of :mod:`tests.harness.fake_kube` found through the ``--kubeconfig`` it gets:
+helm installs a release's objects there, kind writes kubeconfigs pointing at it, kubectl
+port-forwards to the backend the fake API names for a Service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = ("helm", "kind", "kubectl", "docker")
+
+
+def install(bin_dir: Path) -> Path:
+    """Write the four stand-ins into ``bin_dir`` and return it."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in TOOLS:
+        path = bin_dir / tool
+        path.write_text(
+            f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+            f"from tests.harness.stand_ins import main\nmain({tool!r})\n"
+        )
+        path.chmod(0o755)
+    return bin_dir
+
+
+def calls(log: Path, tool: str | None = None) -> list[dict[str, Any]]:
+    """The recorded calls, oldest first (only ``tool``'s when given)."""
+    if not log.exists():
+        return []
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line]
+    return [e for e in entries if tool is None or e["tool"] == tool]
+
+
+# ---------------------------------------------------------------------- inside a stand-in
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _positionals(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("--"):
+            skip = "=" not in arg and arg not in (
+                "--install",
+                "--all-namespaces",
+                "--strict",
+                "--wait",
+                "--force-update",
+                "--create-namespace",
+            )
+        else:
+            out.append(arg)
+    return out
+
+
+def _server(args: list[str]) -> str:
+    kubeconfig = _flag(args, "--kubeconfig") or os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        sys.exit("Error: Kubernetes cluster unreachable: no kubeconfig")
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    return str(config["clusters"][0]["cluster"]["server"])
+
+
+def _api(server: str, path: str, body: Any = None) -> Any:
+    """Call the fake API's control paths; an HTTP error status raises NotFoundError."""
+    answer = requests.request(
+        "POST" if body is not None else "GET", server + path, json=body, timeout=10
+    )
+    if answer.status_code >= 400:
+        raise NotFoundError(path)
+    return answer.json()
+
+
+class NotFoundError(Exception):
+    pass
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
+
+
+def _helm(args: list[str]) -> None:
+    command, names = args[0], _positionals(args)[1:]
+    namespace = _flag(args, "--namespace") or "default"
+    if command == "upgrade":
+        values: dict[str, Any] = {}
+        for i, arg in enumerate(args):
+            if arg == "--values":
+                values = _merge(values, yaml.safe_load(Path(args[i + 1]).read_text()) or {})
+        if os.environ.get("FAKE_HELM_FAIL"):
+            sys.exit("Error: UPGRADE FAILED: timed out waiting for the condition")
+        _api(
+            _server(args),
+            "/_fake/install",
+            {"namespace": namespace, "release": names[0], "chart": names[1], "values": values},
+        )
+        print(f'Release "{names[0]}" has been upgraded. Happy Helming!')
+    elif command == "status":
+        try:
+            print(json.dumps(_api(_server(args), f"/_fake/releases/{namespace}/{names[0]}")))
+        except NotFoundError:
+            sys.exit("Error: release: not found")
+    elif command == "list":
+        pattern = re.compile(_flag(args, "--filter") or ".*")
+        releases = _api(_server(args), "/_fake/releases")
+        print(json.dumps([r for r in releases if pattern.search(r["name"])]))
+    elif command == "uninstall":
+        _api(_server(args), "/_fake/uninstall", {"namespace": namespace, "release": names[0]})
+        print(f'release "{names[0]}" uninstalled')
+    elif command == "rollback":
+        _api(
+            _server(args),
+            "/_fake/status",
+            {"namespace": namespace, "release": names[0], "status": "deployed"},
+        )
+    elif command == "template":
+        print(_rendered(names[0]))
+
+
+def _rendered(release: str) -> str:
+    """What helm template prints for DaskHub, Dask Gateway always included (the chart has no
+    ``condition:`` on its dependency, so ``dask-gateway.enabled`` changes nothing)."""
+    p = release if "dask-gateway" in release else f"{release}-dask-gateway"
+    docs = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}
+        for name in ("hub", "proxy", f"api-{p}", f"controller-{p}", f"traefik-{p}")
+    ]
+    return yaml.safe_dump_all(docs)
+
+
+def _kubeconfig(path: str, name: str) -> None:
+    server = os.environ["FAKE_KUBE_URL"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": f"kind-{name}",
+        "clusters": [{"name": f"kind-{name}", "cluster": {"server": server}}],
+        "contexts": [
+            {"name": f"kind-{name}", "context": {"cluster": f"kind-{name}", "user": f"kind-{name}"}}
+        ],
+        "users": [{"name": f"kind-{name}", "user": {"token": "stand-in-kind-admin"}}],
+    }
+    Path(path).write_text(yaml.safe_dump(config))
+
+
+def _kind(args: list[str]) -> None:
+    state = Path(os.environ["FAKE_KIND_STATE"])
+    state.mkdir(parents=True, exist_ok=True)
+    name = _flag(args, "--name") or "kind"
+    if args[:2] == ["get", "clusters"]:
+        names = sorted(p.stem for p in state.glob("*.json"))
+        print("\n".join(names)) if names else print("No kind clusters found.", file=sys.stderr)
+    elif args[:2] == ["create", "cluster"]:
+        config = _flag(args, "--config")
+        (state / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "image": _flag(args, "--image"),
+                    "config": yaml.safe_load(Path(config).read_text()) if config else None,
+                }
+            )
+        )
+        _kubeconfig(_flag(args, "--kubeconfig") or str(Path.home() / ".kube/config"), name)
+    elif args[:2] == ["export", "kubeconfig"]:
+        _kubeconfig(_flag(args, "--kubeconfig") or str(Path.home() / ".kube/config"), name)
+    elif args[:2] == ["delete", "cluster"]:
+        (state / f"{name}.json").unlink(missing_ok=True)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _kubectl(args: list[str]) -> None:
+    if args[0] != "port-forward":
+        return
+    target, ports = _positionals(args)[1:3]
+    namespace = _flag(args, "--namespace") or "default"
+    try:
+        backend = _api(_server(args), f"/_fake/forward/{namespace}/{target.split('/', 1)[1]}")
+    except NotFoundError:
+        sys.exit(f'Error from server (NotFound): services "{target.split("/", 1)[1]}" not found')
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    print(f"Forwarding from 127.0.0.1:{port} -> {ports.lstrip(':')}", flush=True)
+    print(f"Forwarding from [::1]:{port} -> {ports.lstrip(':')}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        client, _ = listener.accept()
+        upstream = socket.create_connection((backend["host"], backend["port"]))
+        for pair in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=pair, daemon=True).start()
+
+
+def _docker(args: list[str]) -> None:
+    if args[:1] == ["info"]:
+        if os.environ.get("FAKE_DOCKER_UP") != "1":
+            sys.exit(
+                "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                "Is the docker daemon running?"
+            )
+        print("27.3.1")
+
+
+def main(tool: str) -> None:
+    args = sys.argv[1:]
+    entry: dict[str, Any] = {"tool": tool, "argv": args}
+    if tool == "helm":
+        files = [args[i + 1] for i, a in enumerate(args) if a == "--values"]
+        entry["modes"] = {f: oct(os.stat(f).st_mode & 0o777) for f in files}
+    if tool == "kind" and _flag(args, "--config"):
+        entry["config"] = yaml.safe_load(Path(str(_flag(args, "--config"))).read_text())
+    log = os.environ.get("FAKE_TOOLS_LOG")
+    if log:
+        with open(log, "a") as out:
+            out.write(json.dumps(entry) + "\n")
+    {"helm": _helm, "kind": _kind, "kubectl": _kubectl, "docker": _docker}[tool](args)

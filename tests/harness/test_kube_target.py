@@ -1,0 +1,354 @@
+"""The kind and existing targets, run as a user runs them (`pytest tests/e2e --target ...` in a
+child process), against what is real here and stand-ins for what is not:
+
+- the Kubernetes API is the loopback server of :mod:`tests.harness.fake_kube`, reached by the
+  real ``kubernetes`` client through the kubeconfig the harness is given or kind writes;
+- ``helm``, ``kind``, ``kubectl`` and ``docker`` are the stand-ins of
+  :mod:`tests.harness.stand_ins`, first on PATH, recording their argv;
+- behind the Services, the port-forwards and the kind NodePort mappings is a real local
+  DaskHub stack (real hub, proxy, gateway and Dask), so the stages that talk HTTP and Dask
+  really run.
+
+No kind cluster, helm chart or container image is involved: these tests prove the harness's
+own sequence (lint gate, namespace claim, install, wait, reach, checks, teardown), its safety
+rules and its diagnostics, not the chart's behaviour on a real cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from pytest_httpserver import HTTPServer
+
+from fixtures.kind import HUB_NODE_PORT, TRAEFIK_NODE_PORT
+from fixtures.kube_target import OWNER_LABEL, OWNER_VALUE
+from fixtures.local_stack import LocalStack
+from tests.harness import stand_ins
+from tests.harness.fake_kube import FakeKube
+from tests.harness.runner import REPO, HarnessRun, run_harness
+
+THROUGH_KUBERNETES = "discovery or dask_kubernetes or gateway_disabled"
+
+
+@dataclass
+class Tools:
+    """The stand-ins on PATH, their call log, and the environment a child run gets."""
+
+    log: Path
+    kind_state: Path
+    env: dict[str, str]
+
+    def calls(self, tool: str | None = None) -> list[dict[str, Any]]:
+        return stand_ins.calls(self.log, tool)
+
+    def commands(self, tool: str) -> list[str]:
+        return [" ".join(call["argv"][:2]) for call in self.calls(tool)]
+
+
+@pytest.fixture
+def fake_kube(httpserver: HTTPServer, running_stack: LocalStack) -> FakeKube:
+    """The loopback API, its Services' port-forwards leading to the running local stack."""
+    fake = FakeKube(httpserver)
+    fake.forwards[("*", "proxy-public")] = _host_port(running_stack.public_url)
+    for release in ("dhub", "daskhub-e2e"):
+        fake.forwards[("*", f"traefik-{release}-dask-gateway")] = _host_port(
+            running_stack.gateway_proxy_address
+        )
+    return fake
+
+
+@pytest.fixture
+def tools(tmp_path: Path, fake_kube: FakeKube) -> Tools:
+    bin_dir = stand_ins.install(tmp_path / "bin")
+    log, kind_state = tmp_path / "tools.jsonl", tmp_path / "kind-state"
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_TOOLS_LOG": str(log),
+        "FAKE_KIND_STATE": str(kind_state),
+        "FAKE_KUBE_URL": fake_kube.url,
+        "FAKE_DOCKER_UP": "1",
+    }
+    return Tools(log, kind_state, env)
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path, fake_kube: FakeKube) -> Path:
+    """An operator's kubeconfig for the loopback cluster."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "ops",
+                "clusters": [{"name": "ops", "cluster": {"server": fake_kube.url}}],
+                "contexts": [{"name": "ops", "context": {"cluster": "ops", "user": "ops"}}],
+                "users": [{"name": "ops", "user": {"token": "operator-token-0123456789"}}],
+            }
+        )
+    )
+    return path
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    parsed = urlparse(address)
+    return str(parsed.hostname), int(parsed.port or 80)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    for sock in (source, sink):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def node_port_mapping(host_port: int, backend: tuple[str, int]) -> Iterator[None]:
+    """What kind's extraPortMappings give the host: ``127.0.0.1:host_port`` reaching a
+    NodePort (here: the local stack behind it)."""
+    listener = socket.create_server(("127.0.0.1", host_port))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(backend)
+            for pair in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=pair, daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def _secrets_nowhere(run: HarnessRun, tools: Tools, fake: FakeKube) -> None:
+    """No token the run installed appears in its output, artifacts or any tool's argv."""
+    tokens = {
+        service["apiToken"]
+        for body in fake.installed
+        for service in body["values"]["jupyterhub"]["hub"]["services"].values()
+        if "apiToken" in service
+    }
+    assert tokens
+    texts = [run.stdout, run.stderr, tools.log.read_text()]
+    texts += [p.read_text() for p in run.artifacts.rglob("*") if p.is_file() and p.suffix != ".svg"]
+    for token in tokens:
+        assert not any(token[:12] in text for text in texts)
+
+
+def _secrets_file_used_and_gone(tools: Tools) -> None:
+    """helm got the generated tokens in a 0600 file that no longer exists."""
+    upgrade = next(c for c in tools.calls("helm") if c["argv"][0] == "upgrade")
+    secret_files = [f for f in upgrade["modes"] if f.endswith("daskhub-e2e-secrets.yaml")]
+    assert secret_files
+    assert upgrade["modes"][secret_files[0]] == "0o600"
+    assert not Path(secret_files[0]).exists()
+
+
+# ------------------------------------------------------------------------ existing target
+
+
+def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    run = run_harness(
+        [
+            "--target",
+            "existing",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--mode",
+            "dask-kubernetes",
+            "-k",
+            THROUGH_KUBERNETES,
+        ],
+        tmp_path / "artifacts",
+        tools.env,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert [s["outcome"] for s in run.stages] == ["passed", "passed", "passed", "xfailed"]
+    discovery = run.outcome("discovery")["message"]
+    assert "Services of daskhub-e2e-" in discovery
+    assert "proxy-public through kubectl port-forward" in discovery
+    assert "daskkubernetes" in run.outcome("dask_kubernetes")["message"]
+    assert "no `condition:`" in run.outcome("gateway_disabled")["message"]
+
+    helm = tools.commands("helm")
+    # the lint gate (template) comes before anything touches the cluster
+    assert helm.index("repo add") < helm.index("template daskhub-e2e")
+    assert helm.index("template daskhub-e2e") < helm.index("list --all-namespaces")
+    assert helm[-1] == "uninstall daskhub-e2e"
+    upgrade = next(c["argv"] for c in tools.calls("helm") if c["argv"][0] == "upgrade")
+    namespace = upgrade[upgrade.index("--namespace") + 1]
+    assert namespace.startswith("daskhub-e2e-")
+    files = [upgrade[i + 1] for i, a in enumerate(upgrade) if a == "--values"]
+    assert [Path(f).name for f in files] == [
+        "daskhub-e2e.yaml",
+        "dask-kubernetes.yaml",
+        "daskhub-e2e-secrets.yaml",
+    ]
+    assert ("POST", "/api/v1/namespaces") in fake_kube.requests
+    assert ("DELETE", f"/api/v1/namespaces/{namespace}") in fake_kube.requests
+    assert fake_kube.namespaces == {} and fake_kube.releases == {}
+    assert tools.commands("kubectl") == [
+        "port-forward svc/proxy-public",
+        "port-forward svc/traefik-daskhub-e2e-dask-gateway",
+    ]
+    _secrets_file_used_and_gone(tools)
+    _secrets_nowhere(run, tools, fake_kube)
+    assert run.leftovers() == [] and run.files_left() == []
+
+
+def test_existing_target_with_no_install_tests_a_release_and_leaves_it(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path, running_stack: LocalStack
+):
+    fake_kube.add_namespace("ops")
+    fake_kube.install("ops", "dhub", {})
+    env = {**tools.env, "DASKHUB_E2E_HUB_TOKEN": running_stack.harness_token}
+    run = run_harness(
+        [
+            "--target",
+            "existing",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--no-install",
+            "--release",
+            "dhub",
+            "--namespace",
+            "ops",
+            "-k",
+            "not user_server",
+        ],
+        tmp_path / "artifacts",
+        env,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    outcomes = {s["stage"]: s["outcome"] for s in run.stages}
+    assert outcomes == {
+        "setup": "passed",
+        "discovery": "passed",
+        "hub_login": "passed",
+        "gateway_cluster": "passed",
+        "dashboard": "passed",
+        "isolation": "passed",
+        "dask_kubernetes": "skipped",
+        "gateway_disabled": "skipped",
+    }
+    assert "1 worker computed" in run.outcome("gateway_cluster")["message"]
+    assert tools.calls("helm") == []  # nothing installed, upgraded or removed
+    assert ("ops", "dhub") in fake_kube.releases and "ops" in fake_kube.namespaces
+    assert not any(method == "DELETE" for method, _ in fake_kube.requests)
+    assert run.leftovers() == [] and run.files_left() == []
+
+
+def test_existing_target_refuses_a_namespace_it_did_not_make(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    fake_kube.add_namespace("team-a")
+    run = run_harness(
+        ["--target", "existing", "--kubeconfig", str(kubeconfig), "--namespace", "team-a"],
+        tmp_path / "artifacts",
+        tools.env,
+    )
+    assert run.returncode == 1
+    setup = run.outcome("setup")
+    assert setup["outcome"] == "failed"
+    assert f"without the label {OWNER_LABEL}={OWNER_VALUE}" in setup["message"]
+    assert "--no-install" in setup["message"]
+    assert not {"upgrade", "uninstall"} & {c["argv"][0] for c in tools.calls("helm")}
+    assert "team-a" in fake_kube.namespaces
+    assert not any(method == "DELETE" for method, _ in fake_kube.requests)
+
+
+def test_a_crash_looping_pod_fails_setup_at_once_with_censored_diagnostics(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    fake_kube.break_pod = "hub"
+    run = run_harness(
+        ["--target", "existing", "--kubeconfig", str(kubeconfig)],
+        tmp_path / "artifacts",
+        tools.env,
+    )
+    assert run.returncode == 1
+    setup = run.outcome("setup")
+    assert "container hub is CrashLoopBackOff" in setup["message"]
+    assert setup["seconds"] < 30  # fail-fast, not the 600 s deadline
+    diagnostics = run.artifacts / "diagnostics"
+    pods = (diagnostics / "pods.txt").read_text()
+    assert "hub-5d8f7c9b4-x2x7q  0/1 ready  CrashLoopBackOff  restarts 3" in pods
+    events = (diagnostics / "events.txt").read_text().splitlines()
+    assert [line.split()[2] for line in events] == ["Pulled", "Started"]  # sorted by time
+    assert (diagnostics / "logs" / "hub-5d8f7c9b4-x2x7q.hub.previous.log").exists()
+    values = yaml.safe_load((diagnostics / "values.yaml").read_text())
+    services = values["jupyterhub"]["hub"]["services"]
+    assert services["daskhub-e2e"]["apiToken"] == "[censored]"
+    assert "diagnostics written to" in (run.artifacts / "report.md").read_text()
+    assert tools.commands("helm")[-1] == "uninstall daskhub-e2e"  # removed after the failure
+    assert fake_kube.namespaces == {}
+    _secrets_nowhere(run, tools, fake_kube)
+
+
+# ----------------------------------------------------------------------------- kind target
+
+
+def _kind_run(tmp_path: Path, tools: Tools, stack: LocalStack, *args: str) -> HarnessRun:
+    with (
+        node_port_mapping(HUB_NODE_PORT, _host_port(stack.public_url)),
+        node_port_mapping(TRAEFIK_NODE_PORT, _host_port(stack.gateway_proxy_address)),
+    ):
+        return run_harness(
+            ["--target", "kind", "--cluster-name", "e2e-selftest", "-k", THROUGH_KUBERNETES, *args],
+            tmp_path / f"artifacts-{len(list(tmp_path.glob('artifacts-*')))}",
+            tools.env,
+        )
+
+
+def test_kind_target_makes_a_cluster_with_port_mappings_and_deletes_it(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, running_stack: LocalStack
+):
+    run = _kind_run(tmp_path, tools, running_stack)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "through the kind port mapping of NodePort 30080" in run.outcome("discovery")["message"]
+    assert tools.commands("kubectl") == []  # no port-forward on kind
+    create = next(c for c in tools.calls("kind") if c["argv"][:2] == ["create", "cluster"])
+    assert "--image=kindest/node:v1.32.2" in create["argv"]
+    mappings = create["config"]["nodes"][0]["extraPortMappings"]
+    assert {(m["containerPort"], m["hostPort"], m["listenAddress"]) for m in mappings} == {
+        (30080, 30080, "127.0.0.1"),
+        (30081, 30081, "127.0.0.1"),
+    }
+    assert tools.commands("kind")[-1] == "delete cluster"
+    assert not list(tools.kind_state.glob("*.json"))
+    assert not (REPO / ".pytest-kind" / "e2e-selftest").exists()
+    upgrade = next(c["argv"] for c in tools.calls("helm") if c["argv"][0] == "upgrade")
+    files = [Path(upgrade[i + 1]).name for i, a in enumerate(upgrade) if a == "--values"]
+    assert files == ["daskhub-e2e.yaml", "kind.yaml", "daskhub-e2e-secrets.yaml"]
+    assert upgrade[upgrade.index("--kubeconfig") + 1].endswith(
+        ".pytest-kind/e2e-selftest/kubeconfig"
+    )
+    assert upgrade[1:4] == ["--install", "dhub", "dask/daskhub"] and "--wait" not in upgrade
+    _secrets_file_used_and_gone(tools)
+    assert run.leftovers() == [] and run.files_left() == []
