@@ -83,6 +83,7 @@ class FakeKube:
         self.requests: list[tuple[str, str]] = []
         self.installed: list[dict[str, Any]] = []  # every install's body (values with tokens)
         self.break_pod = ""  # a Deployment whose pod crash-loops after each install
+        self.slow_pod = ""  # a Deployment that never becomes available (no failure either)
         server.expect_request(re.compile(".*")).respond_with_handler(self.handle)
 
     @property
@@ -182,6 +183,9 @@ class FakeKube:
             body = json.loads(request.get_data())
             self.install(body["namespace"], body["release"], body["values"], body.get("chart", ""))
             self.installed.append(body)
+            if self.slow_pod:
+                deployment = self.objects[(body["namespace"], "deployments", self.slow_pod)]
+                deployment["status"]["availableReplicas"] = 0
             if self.break_pod:
                 self.add_pod(
                     body["namespace"],

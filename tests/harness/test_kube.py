@@ -5,9 +5,13 @@ Nothing of the client or the harness is patched: requests cross a real socket.""
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import yaml
 from kubernetes import client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -15,12 +19,18 @@ from werkzeug import Request, Response
 from fixtures.errors import StageFailure
 from fixtures.kube import (
     DASK_KUBERNETES_RULES,
+    KubeRelease,
     expected_services,
     gateway_name,
     rbac_problems,
     service_problems,
+    user_pod_env_expected,
+    user_pod_problems,
     wait_deployments_available,
 )
+from fixtures.port_forward import start_port_forward
+from tests.harness import stand_ins
+from tests.harness.fake_kube import FakeKube
 
 NS = "dhub"
 
@@ -275,3 +285,97 @@ def test_a_missing_service_account_is_named(httpserver, api):
         "Role dhub/daskkubernetes is missing",
         "RoleBinding dhub/daskkubernetes is missing",
     ]
+
+
+# ------------------------------------------- the user pod, against the stateful loopback API
+
+
+def _release(api: client.ApiClient, name: str, mode: str = "gateway") -> KubeRelease:
+    return KubeRelease(api, NS, name, mode, "kubectl", None, "v1.32.2")
+
+
+def _user_pod(fake: FakeKube, release: str, account: str = "default", **env: str) -> None:
+    expected = user_pod_env_expected(release, NS)
+    fake.add_pod(
+        NS,
+        "jupyter-e2e-0a1b2c",
+        "notebook",
+        {"component": "singleuser-server"},
+        annotations={"hub.jupyter.org/username": "e2e-0a1b2c"},
+        env={**expected, **env},
+        account=account,
+    )
+
+
+def test_a_user_pod_as_the_chart_makes_it_passes(httpserver, api):
+    fake = FakeKube(httpserver)
+    _user_pod(fake, "dhub")
+    assert user_pod_problems(_release(api, "dhub"), "e2e-0a1b2c") == []
+    assert user_pod_env_expected("dhub", NS)["DASK_GATEWAY__PROXY_ADDRESS"] == (
+        f"gateway://traefik-dhub-dask-gateway.{NS}:80"
+    )
+
+
+def test_the_hard_coded_traefik_name_is_caught_for_a_release_named_dask_gateway(httpserver, api):
+    """daskhub's hub config writes traefik-<release>-dask-gateway; the subchart names the
+    Service traefik-<release> when the release name contains dask-gateway (CHART-FACTS.md)."""
+    fake = FakeKube(httpserver)
+    wrong = f"gateway://traefik-my-dask-gateway-dask-gateway.{NS}:80"
+    _user_pod(fake, "my-dask-gateway", DASK_GATEWAY__PROXY_ADDRESS=wrong)
+    assert user_pod_problems(_release(api, "my-dask-gateway"), "e2e-0a1b2c") == [
+        f"pod jupyter-e2e-0a1b2c has DASK_GATEWAY__PROXY_ADDRESS={wrong!r}, not "
+        f"'gateway://traefik-my-dask-gateway.{NS}:80'"
+    ]
+
+
+def test_dask_kubernetes_mode_needs_the_pod_under_its_service_account(httpserver, api):
+    fake = FakeKube(httpserver)
+    _user_pod(fake, "dhub", account="default")
+    assert user_pod_problems(_release(api, "dhub", "dask-kubernetes"), "e2e-0a1b2c") == [
+        "pod jupyter-e2e-0a1b2c runs under ServiceAccount 'default', not 'daskkubernetes'"
+    ]
+
+
+def test_a_missing_user_pod_is_named(httpserver, api):
+    FakeKube(httpserver)
+    assert user_pod_problems(_release(api, "dhub"), "e2e-0a1b2c") == [
+        f"no user server pod of e2e-0a1b2c in {NS}"
+    ]
+
+
+def test_a_port_forward_whose_kubectl_exits_fails_at_once_with_its_words(
+    httpserver, tmp_path: Path
+):
+    fake = FakeKube(httpserver)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump({"clusters": [{"name": "c", "cluster": {"server": fake.url}}]})
+    )
+    kubectl = stand_ins.install(tmp_path / "bin") / "kubectl"
+    started = time.monotonic()
+    with pytest.raises(StageFailure) as failure:
+        start_port_forward(str(kubectl), kubeconfig, NS, "proxy-public", 80, tmp_path, "setup")
+    assert time.monotonic() - started < 10
+    assert "the port-forward proxy-public process exited with code 1" in str(failure.value)
+    assert 'services "proxy-public" not found' in str(failure.value)
+
+
+def test_a_port_forward_is_ready_when_kubectl_says_so_and_stops_by_pid(
+    httpserver, tmp_path: Path, running_stack
+):
+    fake = FakeKube(httpserver)
+    fake.forwards[(NS, "proxy-public")] = ("127.0.0.1", running_stack.ports["public"])
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump({"clusters": [{"name": "c", "cluster": {"server": fake.url}}]})
+    )
+    kubectl = stand_ins.install(tmp_path / "bin") / "kubectl"
+    forward = start_port_forward(
+        str(kubectl), kubeconfig, NS, "proxy-public", 80, tmp_path, "setup"
+    )
+    try:
+        answer = requests.get(f"http://127.0.0.1:{forward.local_port}/hub/api/", timeout=10)
+        assert answer.status_code == 200 and "version" in answer.json()
+    finally:
+        forward.stop()
+    assert forward.process.popen is not None and forward.process.popen.poll() is not None

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -33,9 +35,10 @@ from pytest_httpserver import HTTPServer
 from fixtures.kind import HUB_NODE_PORT, TRAEFIK_NODE_PORT
 from fixtures.kube_target import OWNER_LABEL, OWNER_VALUE
 from fixtures.local_stack import LocalStack
+from fixtures.waiting import wait_for
 from tests.harness import stand_ins
 from tests.harness.fake_kube import FakeKube
-from tests.harness.runner import REPO, HarnessRun, run_harness
+from tests.harness.runner import REPO, HarnessRun, run_harness, start_harness, temp_dir_of
 
 THROUGH_KUBERNETES = "discovery or dask_kubernetes or gateway_disabled"
 
@@ -352,3 +355,63 @@ def test_kind_target_makes_a_cluster_with_port_mappings_and_deletes_it(
     assert upgrade[1:4] == ["--install", "dhub", "dask/daskhub"] and "--wait" not in upgrade
     _secrets_file_used_and_gone(tools)
     assert run.leftovers() == [] and run.files_left() == []
+
+
+def _installed_tokens(body: dict[str, Any]) -> dict[str, str]:
+    services = body["values"]["jupyterhub"]["hub"]["services"]
+    return {
+        name: service["apiToken"] for name, service in services.items() if "apiToken" in service
+    }
+
+
+def test_a_kept_kind_cluster_is_reused_with_its_tokens_read_back(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, running_stack: LocalStack
+):
+    kept = _kind_run(tmp_path, tools, running_stack, "--keep")
+    try:
+        assert kept.returncode == 0, kept.stdout[-3000:]
+        assert "kind cluster e2e-selftest" in kept.stdout
+        assert "kind delete cluster --name e2e-selftest" in kept.stdout
+        assert [c["argv"][0] for c in tools.calls("kind")].count("delete") == 0
+        assert ("dhub", "dhub") in fake_kube.releases
+        assert fake_kube.namespaces["dhub"]["metadata"]["labels"][OWNER_LABEL] == OWNER_VALUE
+
+        again = _kind_run(tmp_path, tools, running_stack)
+        assert again.returncode == 0, again.stdout[-3000:]
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(REPO / ".pytest-kind" / "e2e-selftest")
+    commands = tools.commands("kind")
+    assert commands.count("create cluster") == 1
+    assert "export kubeconfig" in commands[commands.index("create cluster") + 1 :]
+    assert commands[-1] == "delete cluster"
+    first, second = fake_kube.installed
+    assert _installed_tokens(second) == _installed_tokens(first)  # read back from Secret hub
+    proxy = second["values"]["jupyterhub"]["proxy"]
+    assert "secretToken" not in proxy  # the chart keeps its own (lookup)
+    assert not list(tools.kind_state.glob("*.json"))  # the cluster, and all in it, is gone
+    assert again.leftovers() == [] and again.files_left() == []
+
+
+def test_ctrl_c_while_waiting_for_the_release_removes_it(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    fake_kube.slow_pod = "hub"
+    artifacts = tmp_path / "artifacts"
+    proc, _ = start_harness(
+        ["--target", "existing", "--kubeconfig", str(kubeconfig)], artifacts, tools.env
+    )
+    try:
+        wait_for(
+            lambda: fake_kube.installed[0],
+            stage="self-test",
+            what="the harness to install its release",
+            timeout=60,
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out[-3000:] + err[-2000:]  # pytest: interrupted
+    assert tools.commands("helm")[-1] == "uninstall daskhub-e2e"
+    assert fake_kube.namespaces == {} and fake_kube.releases == {}
+    assert list(temp_dir_of(artifacts).iterdir()) == []
