@@ -84,6 +84,7 @@ class FakeKube:
         self.installed: list[dict[str, Any]] = []  # every install's body (values with tokens)
         self.break_pod = ""  # a Deployment whose pod crash-loops after each install
         self.slow_pod = ""  # a Deployment that never becomes available (no failure either)
+        self.lookup = True  # False: an install without tokens makes new ones (no helm lookup)
         server.expect_request(re.compile(".*")).respond_with_handler(self.handle)
 
     @property
@@ -300,7 +301,9 @@ class FakeKube:
             key = f"hub.services.{service}.apiToken"
             given = _dig(hub, "hub", "services", service, "apiToken")
             token = given or (
-                base64.b64decode(old[key]).decode() if key in old else secrets.token_hex(32)
+                base64.b64decode(old[key]).decode()
+                if key in old and self.lookup
+                else secrets.token_hex(32)
             )
             data[key] = base64.b64encode(token.encode()).decode()
         self.put(ns, "secrets", "hub", {"type": "Opaque", "data": data})

@@ -415,3 +415,71 @@ def test_ctrl_c_while_waiting_for_the_release_removes_it(
     assert tools.commands("helm")[-1] == "uninstall daskhub-e2e"
     assert fake_kube.namespaces == {} and fake_kube.releases == {}
     assert list(temp_dir_of(artifacts).iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- upgrade path
+
+
+def _local_chart(tmp_path: Path) -> Path:
+    chart = tmp_path / "helm-chart" / "daskhub"
+    chart.mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: daskhub\nversion: 0.0.1-dev\n")
+    return chart
+
+
+def _upgrade_run(tmp_path: Path, tools: Tools, kubeconfig: Path) -> HarnessRun:
+    return run_harness(
+        [
+            "--target",
+            "existing",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--release",
+            "dhub",
+            "--chart",
+            str(_local_chart(tmp_path)),
+            "--upgrade-from",
+            "2024.1.1",
+            "-k",
+            "discovery or gateway_disabled",
+        ],
+        tmp_path / "artifacts",
+        tools.env,
+    )
+
+
+def test_upgrade_from_a_published_version_runs_the_stages_before_and_after(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    run = _upgrade_run(tmp_path, tools, kubeconfig)
+    assert run.returncode == 0, run.stdout[-3000:]
+    outcomes = [(s["stage"], s["outcome"]) for s in run.stages]
+    assert ("setup@2024.1.1", "passed") in outcomes
+    assert ("discovery@2024.1.1", "passed") in outcomes
+    assert ("setup@upgraded", "passed") in outcomes
+    assert ("discovery@upgraded", "passed") in outcomes
+    assert outcomes.index(("discovery@2024.1.1", "passed")) < outcomes.index(
+        ("setup@upgraded", "passed")
+    )
+    upgrades = [c for c in tools.calls("helm") if c["argv"][0] == "upgrade"]
+    first, second = (c["argv"] for c in upgrades)
+    assert first[3:6] == ["dask/daskhub", "--version", "2024.1.1"]
+    assert second[3] == str(tmp_path / "helm-chart" / "daskhub")
+    assert not any(f.endswith("secrets.yaml") for f in upgrades[1]["modes"])  # lookup keeps them
+    helm = tools.commands("helm")
+    assert "dependency build" in helm and "lint --strict" in helm
+    assert helm.index("lint --strict") < helm.index("list --all-namespaces")  # gate first
+    assert fake_kube.namespaces == {}
+
+
+def test_an_upgrade_that_loses_the_tokens_fails_its_setup(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    fake_kube.lookup = False
+    run = _upgrade_run(tmp_path, tools, kubeconfig)
+    assert run.returncode == 1
+    setup = run.outcome("setup@upgraded")
+    assert setup["outcome"] == "failed"
+    assert "to keep the tokens of Secret hub (the chart's lookup)" in setup["message"]
+    assert run.outcome("discovery@2024.1.1")["outcome"] == "passed"
+    assert fake_kube.namespaces == {}
