@@ -123,15 +123,36 @@ def test_a_deployed_or_absent_release_is_left_alone(fake_helm):
 def test_a_local_chart_is_linted_strictly_and_templated(fake_helm, tmp_path: Path):
     chart = tmp_path / "daskhub"
     chart.mkdir()
+    (chart / "Chart.yaml").write_text(DASKHUB_CHART_YAML)
     values = tmp_path / "v.yaml"
     values.write_text("{}\n")
     helm = Helm("dhub", "dhub", chart=str(chart))
     helm.prepare_chart()
     helm.lint([values])
     calls = [c["argv"] for c in fake_helm()]
-    assert calls[0] == ["dependency", "build", str(chart)]
-    assert calls[1] == ["lint", "--strict", str(chart), "--values", str(values)]
-    assert calls[2][:2] == ["template", "dhub"] and "--version" not in calls[2]
+    assert calls[:2] == [
+        ["repo", "add", "jupyterhub", "https://jupyterhub.github.io/helm-chart/", "--force-update"],
+        ["repo", "add", "dask-gateway", "https://helm.dask.org/", "--force-update"],
+    ]
+    assert calls[2] == ["dependency", "build", str(chart)]
+    assert calls[3] == ["lint", "--strict", str(chart), "--values", str(values)]
+    assert calls[4][:2] == ["template", "dhub"] and "--version" not in calls[4]
+
+
+#: The dependencies of daskhub's Chart.yaml on main (CHART-FACTS.md): no `condition:`.
+DASKHUB_CHART_YAML = """\
+apiVersion: v2
+name: daskhub
+version: 0.0.1-set.by.chartpress
+appVersion: jh4.4.0-dg2026.3.0
+dependencies:
+  - name: jupyterhub
+    version: "4.4.0"
+    repository: https://jupyterhub.github.io/helm-chart/
+  - name: dask-gateway
+    version: "2026.3.0"
+    repository: https://helm.dask.org/
+"""
 
 
 def test_no_helm_on_path_is_one_line_saying_what_to_install(monkeypatch, tmp_path: Path):
