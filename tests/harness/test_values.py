@@ -9,6 +9,7 @@ import pytest
 from fixtures.errors import UsageError
 from fixtures.secrets import generate_daskhub_secrets
 from fixtures.values import (
+    REPO_ROOT,
     SUBCHARTS,
     VALUES_DIR,
     ChartSchemas,
@@ -104,3 +105,15 @@ def test_a_values_file_that_is_not_a_mapping_is_a_usage_error(tmp_path: Path):
     path.write_text("- a\n- b\n")
     with pytest.raises(UsageError, match="must hold a mapping"):
         load_values_file(path)
+
+
+def test_the_schema_copies_are_the_published_files_of_the_workspace():
+    """values/chart-schemas/ holds the files of ../shared/chart-schemas/, unchanged."""
+    shared = REPO_ROOT.parent / "shared" / "chart-schemas"
+    if not shared.is_dir():
+        pytest.skip(f"{shared} is not on this machine; nothing to compare the copies with")
+    copies = VALUES_DIR / "chart-schemas"
+    published = sorted(p.name for p in shared.glob("*.yaml"))
+    assert published and sorted(p.name for p in copies.glob("*.yaml")) == published
+    for name in published:
+        assert (copies / name).read_bytes() == (shared / name).read_bytes(), name
