@@ -352,10 +352,13 @@ def test_a_port_forward_whose_kubectl_exits_fails_at_once_with_its_words(
         yaml.safe_dump({"clusters": [{"name": "c", "cluster": {"server": fake.url}}]})
     )
     kubectl = stand_ins.install(tmp_path / "bin") / "kubectl"
-    started = time.monotonic()
+    began, started = time.monotonic(), []
     with pytest.raises(StageFailure) as failure:
-        start_port_forward(str(kubectl), kubeconfig, NS, "proxy-public", 80, tmp_path, "setup")
-    assert time.monotonic() - started < 10
+        start_port_forward(
+            str(kubectl), kubeconfig, NS, "proxy-public", 80, tmp_path, "setup", started
+        )
+    assert time.monotonic() - began < 10
+    assert started[0].process.popen is not None and started[0].process.popen.poll() is not None
     assert "the port-forward proxy-public process exited with code 1" in str(failure.value)
     assert 'services "proxy-public" not found' in str(failure.value)
 
@@ -371,7 +374,7 @@ def test_a_port_forward_is_ready_when_kubectl_says_so_and_stops_by_pid(
     )
     kubectl = stand_ins.install(tmp_path / "bin") / "kubectl"
     forward = start_port_forward(
-        str(kubectl), kubeconfig, NS, "proxy-public", 80, tmp_path, "setup"
+        str(kubectl), kubeconfig, NS, "proxy-public", 80, tmp_path, "setup", []
     )
     try:
         answer = requests.get(f"http://127.0.0.1:{forward.local_port}/hub/api/", timeout=10)
