@@ -24,6 +24,8 @@ from typing import Any
 import requests
 import yaml
 
+from fixtures.values import merge_all
+
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("helm", "kind", "kubectl", "docker")
 
@@ -102,25 +104,12 @@ class NotFoundError(Exception):
     pass
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        merged[key] = (
-            _merge(merged[key], value)
-            if isinstance(value, dict) and isinstance(merged.get(key), dict)
-            else value
-        )
-    return merged
-
-
 def _helm(args: list[str]) -> None:
     command, names = args[0], _positionals(args)[1:]
     namespace = _flag(args, "--namespace") or "default"
     if command == "upgrade":
-        values: dict[str, Any] = {}
-        for i, arg in enumerate(args):
-            if arg == "--values":
-                values = _merge(values, yaml.safe_load(Path(args[i + 1]).read_text()) or {})
+        files = [args[i + 1] for i, arg in enumerate(args) if arg == "--values"]
+        values = merge_all([yaml.safe_load(Path(f).read_text()) or {} for f in files])
         if os.environ.get("FAKE_HELM_FAIL"):
             sys.exit("Error: UPGRADE FAILED: timed out waiting for the condition")
         _api(
@@ -162,8 +151,8 @@ def _rendered(release: str) -> str:
     return yaml.safe_dump_all(docs)
 
 
-def _kubeconfig(path: str, name: str) -> None:
-    server = os.environ["FAKE_KUBE_URL"]
+def write_kubeconfig(path: str | Path, server: str, name: str) -> Path:
+    """A kubeconfig whose current context is the API at ``server`` (as kind writes one)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -175,6 +164,11 @@ def _kubeconfig(path: str, name: str) -> None:
         "users": [{"name": f"kind-{name}", "user": {"token": "stand-in-kind-admin"}}],
     }
     Path(path).write_text(yaml.safe_dump(config))
+    return Path(path)
+
+
+def _kubeconfig(path: str, name: str) -> None:
+    write_kubeconfig(path, os.environ["FAKE_KUBE_URL"], name)
 
 
 def _kind(args: list[str]) -> None:
@@ -201,7 +195,7 @@ def _kind(args: list[str]) -> None:
         (state / f"{name}.json").unlink(missing_ok=True)
 
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
+def pipe(source: socket.socket, sink: socket.socket) -> None:
     try:
         while data := source.recv(65536):
             sink.sendall(data)
@@ -227,11 +221,26 @@ def _kubectl(args: list[str]) -> None:
     print(f"Forwarding from 127.0.0.1:{port} -> {ports.lstrip(':')}", flush=True)
     print(f"Forwarding from [::1]:{port} -> {ports.lstrip(':')}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    while True:
-        client, _ = listener.accept()
-        upstream = socket.create_connection((backend["host"], backend["port"]))
+    forward_connections(listener, (backend["host"], backend["port"]), threading.Event())
+
+
+def forward_connections(
+    listener: socket.socket, backend: tuple[str, int], stop: threading.Event
+) -> None:
+    """Accept on ``listener`` and pipe each connection to ``backend`` until ``stop`` is set
+    or the listener is closed."""
+    listener.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            client, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        client.settimeout(None)
+        upstream = socket.create_connection(backend)
         for pair in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pipe, args=pair, daemon=True).start()
+            threading.Thread(target=pipe, args=pair, daemon=True).start()
 
 
 def _docker(args: list[str]) -> None:

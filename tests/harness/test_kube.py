@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 from kubernetes import client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -347,10 +346,7 @@ def test_a_port_forward_whose_kubectl_exits_fails_at_once_with_its_words(
     httpserver, tmp_path: Path
 ):
     fake = FakeKube(httpserver)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump({"clusters": [{"name": "c", "cluster": {"server": fake.url}}]})
-    )
+    kubeconfig = stand_ins.write_kubeconfig(tmp_path / "kubeconfig", fake.url, "c")
     kubectl = stand_ins.install(tmp_path / "bin") / "kubectl"
     began, started = time.monotonic(), []
     with pytest.raises(StageFailure) as failure:
@@ -368,10 +364,7 @@ def test_a_port_forward_is_ready_when_kubectl_says_so_and_stops_by_pid(
 ):
     fake = FakeKube(httpserver)
     fake.forwards[(NS, "proxy-public")] = ("127.0.0.1", running_stack.ports["public"])
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump({"clusters": [{"name": "c", "cluster": {"server": fake.url}}]})
-    )
+    kubeconfig = stand_ins.write_kubeconfig(tmp_path / "kubeconfig", fake.url, "c")
     kubectl = stand_ins.install(tmp_path / "bin") / "kubectl"
     forward = start_port_forward(
         str(kubectl), kubeconfig, NS, "proxy-public", 80, tmp_path, "setup", []

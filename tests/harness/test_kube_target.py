@@ -87,20 +87,7 @@ def tools(tmp_path: Path, fake_kube: FakeKube) -> Tools:
 @pytest.fixture
 def kubeconfig(tmp_path: Path, fake_kube: FakeKube) -> Path:
     """An operator's kubeconfig for the loopback cluster."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "ops",
-                "clusters": [{"name": "ops", "cluster": {"server": fake_kube.url}}],
-                "contexts": [{"name": "ops", "context": {"cluster": "ops", "user": "ops"}}],
-                "users": [{"name": "ops", "user": {"token": "operator-token-0123456789"}}],
-            }
-        )
-    )
-    return path
+    return stand_ins.write_kubeconfig(tmp_path / "kubeconfig", fake_kube.url, "ops")
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -108,36 +95,15 @@ def _host_port(address: str) -> tuple[str, int]:
     return str(parsed.hostname), int(parsed.port or 80)
 
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    for sock in (source, sink):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
 @contextlib.contextmanager
 def node_port_mapping(host_port: int, backend: tuple[str, int]) -> Iterator[None]:
     """What kind's extraPortMappings give the host: ``127.0.0.1:host_port`` reaching a
     NodePort (here: the local stack behind it)."""
     listener = socket.create_server(("127.0.0.1", host_port))
-    listener.settimeout(0.2)
     stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(backend)
-            for pair in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=pair, daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
+    thread = threading.Thread(
+        target=stand_ins.forward_connections, args=(listener, backend, stop), daemon=True
+    )
     thread.start()
     try:
         yield
