@@ -107,6 +107,7 @@ def test_a_missing_kubernetes_tool_says_what_to_install(
     ],
 )
 def test_bad_kubernetes_options(tmp_path: Path, args: list[str], expected: str):
+    """Each Kubernetes option judged before any cluster work, in one line."""
     line = _one_line_error(
         _run(
             ["--target", "existing", "--artifacts", str(tmp_path / "artifacts"), *args],
@@ -262,3 +263,10 @@ def test_a_bad_timeout_scale(tmp_path: Path):
         _run(["--target", "local", "--timeout-scale", "fast", "--artifacts", str(tmp_path)])
     )
     assert "--timeout-scale must be a positive number" in line
+
+
+def test_a_kubernetes_option_on_the_local_target_is_refused(tmp_path: Path):
+    line = _one_line_error(
+        _run(["--target", "local", "--artifacts", str(tmp_path), "--chart", "dask/daskhub"])
+    )
+    assert "--chart applies to --target kind or existing, not to --target local" in line
