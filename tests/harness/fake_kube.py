@@ -102,6 +102,17 @@ class FakeKube:
             return self._control(method, path, request)
         if path == "/apis/authorization.k8s.io/v1/subjectaccessreviews" and method == "POST":
             return self._access_review(json.loads(request.get_data()))
+        if path == "/api/v1/namespaces" and method == "GET":
+            selector = request.args.get("labelSelector", "")
+            key, _, value = selector.partition("=")
+            listed = [
+                n
+                for n in self.namespaces.values()
+                if not selector or n["metadata"]["labels"].get(key) == value
+            ]
+            return _json(
+                {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": listed}
+            )
         if path == "/api/v1/namespaces" and method == "POST":
             body = json.loads(request.get_data())
             name = body["metadata"]["name"]

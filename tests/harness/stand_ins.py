@@ -76,6 +76,7 @@ def _positionals(args: list[str]) -> list[str]:
                 "--wait",
                 "--force-update",
                 "--create-namespace",
+                "--all",
             )
         else:
             out.append(arg)
@@ -126,6 +127,8 @@ def _helm(args: list[str]) -> None:
     elif command == "list":
         pattern = re.compile(_flag(args, "--filter") or ".*")
         releases = _api(_server(args), "/_fake/releases")
+        if "--all-namespaces" not in args:
+            releases = [r for r in releases if r["namespace"] == namespace]
         print(json.dumps([r for r in releases if pattern.search(r["name"])]))
     elif command == "uninstall":
         _api(_server(args), "/_fake/uninstall", {"namespace": namespace, "release": names[0]})

@@ -21,6 +21,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ import yaml
 from pytest_httpserver import HTTPServer
 
 from fixtures.kind import HUB_NODE_PORT, TRAEFIK_NODE_PORT
-from fixtures.kube_target import OWNER_LABEL, OWNER_VALUE
+from fixtures.kube_target import HOST_LABEL, OWNER_LABEL, OWNER_VALUE, PID_LABEL, this_host
 from fixtures.local_stack import LocalStack
 from fixtures.waiting import wait_for
 from tests.harness import stand_ins
@@ -449,3 +451,29 @@ def test_an_upgrade_that_loses_the_tokens_fails_its_setup(
     assert "to keep the tokens of Secret hub (the chart's lookup)" in setup["message"]
     assert run.outcome("discovery@2024.1.1")["outcome"] == "passed"
     assert fake_kube.namespaces == {}
+
+
+def test_cleanup_removes_only_what_killed_runs_on_this_machine_left(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a harness PID that is gone
+    dead.wait()
+    owner = {OWNER_LABEL: OWNER_VALUE, HOST_LABEL: this_host()}
+    fake_kube.add_namespace("daskhub-e2e-dead01", {**owner, PID_LABEL: str(dead.pid)})
+    fake_kube.install("daskhub-e2e-dead01", "daskhub-e2e", {})
+    fake_kube.add_namespace("daskhub-e2e-alive1", {**owner, PID_LABEL: str(os.getpid())})
+    fake_kube.add_namespace(
+        "daskhub-e2e-other1", {**owner, HOST_LABEL: "another-host", PID_LABEL: str(dead.pid)}
+    )
+    fake_kube.add_namespace("team-a")
+
+    run = run_harness(
+        ["--target", "existing", "--kubeconfig", str(kubeconfig), "--cleanup"],
+        tmp_path / "artifacts",
+        tools.env,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "1 namespace(s) of killed runs removed (daskhub-e2e-dead01)" in run.stdout
+    assert set(fake_kube.namespaces) == {"daskhub-e2e-alive1", "daskhub-e2e-other1", "team-a"}
+    assert fake_kube.releases == {}
+    assert [c["argv"][:2] for c in tools.calls("helm")][-1] == ["uninstall", "daskhub-e2e"]
