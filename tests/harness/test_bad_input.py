@@ -240,11 +240,11 @@ def test_a_missing_values_file(tmp_path: Path):
 
 
 def test_missing_node_for_the_local_target(tmp_path: Path):
-    bare = tmp_path / "bin"
-    bare.mkdir()
-    (bare / "python").symlink_to(sys.executable)
     line = _one_line_error(
-        _run(["--target", "local", "--artifacts", str(tmp_path)], env={"PATH": str(bare)})
+        _run(
+            ["--target", "local", "--artifacts", str(tmp_path / "artifacts")],
+            env={"PATH": _path_with(tmp_path)},
+        )
     )
     assert "needs Node.js" in line and "node" in line
 
