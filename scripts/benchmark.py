@@ -53,30 +53,41 @@ def direct_once() -> None:
             hub + f"users/{name}/tokens", headers=admin, json={}, timeout=10
         ).json()["token"]
         address = stack.public_url + "services/dask-gateway"
-        gateway = Gateway(
+        # The synchronous client a user writes, closed explicitly (never left to garbage
+        # collection, whose __del__ can deadlock); the parent's timeout bounds the whole run.
+        with Gateway(
             address=address,
             proxy_address=stack.gateway_proxy_address,
             public_address=address,
             auth=JupyterHubAuth(api_token=token),
-        )
-        cluster = gateway.new_cluster()
-        cluster.scale(1)
-        client = cluster.get_client()
-        client.wait_for_workers(1, timeout=60)
-        assert client.submit(sum, range(10)).result(timeout=60) == 45
-        assert requests.get(cluster.dashboard_link, timeout=10).status_code == 200
-        client.close()
-        cluster.shutdown()
-        gateway.close()
+        ) as gateway:
+            cluster = gateway.new_cluster()
+            try:
+                cluster.scale(1)
+                client = cluster.get_client()
+                try:
+                    client.wait_for_workers(1, timeout=60)
+                    assert client.submit(sum, range(10)).result(timeout=60) == 45
+                    assert requests.get(cluster.dashboard_link, timeout=10).status_code == 200
+                finally:
+                    client.close()
+            finally:
+                cluster.shutdown()
         requests.delete(hub + f"users/{name}", headers=admin, timeout=10)
     finally:
         stack.stop()
         stack.remove_workdir()
 
 
+#: Seconds one measured run may take before the benchmark calls it hung.
+RUN_TIMEOUT = 600
+
+
 def timed(argv: list[str]) -> float:
     started = time.monotonic()
-    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT
+    )
     seconds = time.monotonic() - started
     if result.returncode != 0:
         sys.exit(

@@ -215,7 +215,7 @@ def test_gateway_cluster(
             raise StageFailure(f"the listed cluster's option {key}={value!r}", f"{shown}")
     session.stop(name)
     wait_for(
-        lambda: _not_listed(gateway, name),
+        lambda: _not_listed(session, name),
         stage=stage,
         what=f"{name} to leave list_clusters() after it was stopped",
         timeout=30,
@@ -249,12 +249,9 @@ def _compute(
     session: Any, name: str, stage: str, recorder: Any, finding: Any, deployment: Deployment
 ) -> None:
     """Connect through the scheduler proxy, wait for the worker, check a result."""
-    cluster = session.call(lambda: session.gateway.connect(name), "connect()")
-    client = session.call(cluster.get_client, "get_client()")
-    session.keepalive += [cluster, client]
-    try:
+    with session.connect(name) as client:
         wait_for(
-            lambda: _one_worker(client),
+            lambda: _one_worker(session, client),
             stage=stage,
             what="one worker to join the cluster",
             timeout=60,
@@ -265,20 +262,17 @@ def _compute(
             raise StageFailure("sum(range(10)) == 45 computed on the cluster", repr(result))
         versions = session.call(lambda: client.get_versions(check=False), "get_versions()")
         _compare_versions(versions, recorder, finding)
-    finally:
-        session.call(client.close, "Client.close()")
-        session.call(lambda: cluster.close(shutdown=False), "GatewayCluster.close()")
 
 
-def _one_worker(client: Any) -> int:
-    workers = len(client.scheduler_info()["workers"])
+def _one_worker(session: Any, client: Any) -> int:
+    workers = len(session.call(client.nthreads, "Client.nthreads()"))
     if workers < 1:
         raise NotYet("no worker yet")
     return workers
 
 
-def _not_listed(gateway: Any, name: str) -> None:
-    names = [c.name for c in gateway.list_clusters()]
+def _not_listed(session: Any, name: str) -> None:
+    names = [c.name for c in session.call(session.gateway.list_clusters, "list_clusters()")]
     if name in names:
         raise NotYet(f"{name} still listed")
 
@@ -507,7 +501,7 @@ print("E2E-COMPUTE " + json.dumps({
 CELL_SHUTDOWN = """
 import json
 _errors = []
-for _close in ("client.close()", "cluster.shutdown()"):
+for _close in ("client.close()", "cluster.shutdown()", "gateway.close()"):
     try:
         if _close.split(".")[0] in globals():
             eval(_close)

@@ -6,8 +6,9 @@ import socket
 from pathlib import Path
 
 import requests
-from dask_gateway import Gateway, JupyterHubAuth
 
+from fixtures.client_loop import client_loop
+from fixtures.gateway import GatewaySession
 from fixtures.local_stack import LocalStack
 from fixtures.secrets import write_secret_file
 from tests.harness.runner import run_harness
@@ -139,13 +140,14 @@ def test_cleanup_on_live_removes_e2e_users_and_their_clusters(
         hub + "users/e2e-crashed/tokens", headers=admin, json={}, timeout=10
     ).json()["token"]
     address = running_stack.public_url + "services/dask-gateway"
-    with Gateway(
-        address=address,
-        proxy_address=running_stack.gateway_proxy_address,
-        auth=JupyterHubAuth(api_token=token),
-    ) as gateway:
-        name = gateway.submit()
-        assert [c.name for c in gateway.list_clusters()] == [name]
+    with client_loop() as loop:
+        session = GatewaySession(
+            loop, "self-test", address, running_stack.gateway_proxy_address, token
+        )
+        name = session.submit()
+        listed = session.call(session.gateway.list_clusters, "list_clusters()")
+        assert [c.name for c in listed] == [name]
+        session.close(stop_clusters=False)  # left running, as a crashed run leaves it
 
     run = _live(running_stack, running_stack.harness_token, tmp_path / "a", "--cleanup")
 

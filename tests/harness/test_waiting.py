@@ -1,14 +1,13 @@
-"""The one waiting helper: deadlines, last errors, give-up states, hung calls, Ctrl-C."""
+"""The one waiting helper: deadlines, last errors, give-up states, Ctrl-C."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from fixtures.errors import StageFailure, Unrecoverable
-from fixtures.waiting import NotYet, call_with_deadline, wait_for
+from fixtures.waiting import NotYet, wait_for
 
 
 def test_returns_the_probes_value_once_it_holds():
@@ -68,21 +67,4 @@ def test_keyboard_interrupt_is_never_retried():
     with pytest.raises(KeyboardInterrupt):
         wait_for(
             lambda: (_ for _ in ()).throw(KeyboardInterrupt()), stage="s", what="w", timeout=30
-        )
-
-
-def test_a_hung_call_becomes_a_failure_naming_it():
-    release = threading.Event()
-    with pytest.raises(StageFailure, match=r"new_cluster\(\) to return within 0s"):
-        call_with_deadline(release.wait, stage="gateway_cluster", what="new_cluster()", timeout=0.2)
-    release.set()
-
-
-def test_a_calls_own_error_comes_through_unchanged():
-    with pytest.raises(ValueError, match="must also provide a tag"):
-        call_with_deadline(
-            lambda: (_ for _ in ()).throw(ValueError("must also provide a tag")),
-            stage="s",
-            what="submit()",
-            timeout=5,
         )

@@ -1,0 +1,84 @@
+"""No run may hang: the watchdog turns a harness that blocks for ever into a red verdict with
+every thread's stack, stops what the run started, and exits non-zero; a port taken between
+choice and use is chosen again instead of turning setup red."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fixtures.watchdog import BASE_ENV, EXIT_HUNG_TEARDOWN
+from tests.harness.runner import run_harness
+
+#: The watchdog's base bound in these runs (seconds).
+BASE = "5"
+#: Seconds a hung run may take in all: setup, the bound (the base, or a step's deadline plus
+#: its 15 s grace, whichever is later) and the teardown.
+WITHIN = 90
+
+
+def _hung_run(where: str, artifacts: Path, *args: str):
+    started = time.monotonic()
+    run = run_harness(
+        ["--target", "local", *args],
+        artifacts,
+        env={"DASKHUB_E2E_LOCAL_FAULTS": f"hang={where}", BASE_ENV: BASE},
+        timeout=WITHIN + 60,
+    )
+    return run, time.monotonic() - started
+
+
+def _assert_stacks_and_nothing_left(run, blocked_in: str) -> None:
+    stacks = (run.artifacts / "logs" / "hang-stacks.txt").read_text()
+    assert "(MainThread)" in stacks
+    assert blocked_in in stacks  # where the main thread was stuck
+    assert run.leftovers() == []
+    assert run.files_left() == []
+
+
+def test_a_stage_that_blocks_for_ever_is_failed_by_the_watchdog(tmp_path: Path):
+    run, seconds = _hung_run("gateway_cluster", tmp_path / "a", "-k", "not user_server")
+
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]  # interrupted
+    assert seconds < WITHIN, seconds
+    failure = run.first_failure
+    assert failure is not None and failure["stage"] == "gateway_cluster", run.stages
+    assert failure["message"].startswith("the harness itself hung in gateway_cluster for ")
+    assert failure["message"].endswith("logs/hang-stacks.txt")
+    assert "daskhub-e2e: the harness itself hung in gateway_cluster" in run.stdout
+    _assert_stacks_and_nothing_left(run, "block_if_hanging_in")
+    assert (run.artifacts / "logs" / "hub.log").is_file()  # the ordinary teardown ran
+
+
+def test_a_teardown_that_blocks_for_ever_is_ended_and_cleaned_up_by_the_watchdog(
+    tmp_path: Path,
+):
+    run, seconds = _hung_run("teardown", tmp_path / "a", "-k", "discovery")
+
+    assert run.returncode == EXIT_HUNG_TEARDOWN, run.stdout[-3000:] + run.stderr[-3000:]
+    assert seconds < WITHIN, seconds
+    assert [s["outcome"] for s in run.stages] == ["passed", "passed", "failed"]
+    assert run.stages[-1]["stage"] == "teardown"
+    assert run.stages[-1]["message"].startswith("the harness itself hung in teardown for ")
+    assert "the run's own cleanup hung" in run.stdout
+    _assert_stacks_and_nothing_left(run, "block_if_hanging_in")
+
+
+def test_a_port_taken_between_choice_and_use_is_chosen_again(tmp_path: Path):
+    """The flake: the proxy's API got the public port's number, so configurable-http-proxy
+    logged EADDRINUSE and the hub exited. The stack starts again on fresh ports."""
+    run = run_harness(
+        ["--target", "local", "-k", "discovery"],
+        tmp_path / "a",
+        env={"DASKHUB_E2E_LOCAL_FAULTS": "port_collision"},
+    )
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    setup = run.outcome("setup")
+    assert setup["outcome"] == "passed"
+    assert "start attempt 1: the hub log says" in setup["message"]
+    assert "EADDRINUSE" in setup["message"]
+    assert "started again on fresh ports" in setup["message"]
+    assert (run.artifacts / "logs" / "hub-attempt1.log").is_file()
+    assert run.leftovers() == []  # the first attempt's orphaned proxy too
+    assert run.files_left() == []
