@@ -25,7 +25,7 @@ from fixtures.hub import HubUser, UserMaker, whoami
 from fixtures.kernel import Kernel
 from fixtures.kube import (
     DASK_KUBERNETES,
-    gateway_name,
+    gateway_object,
     rbac_problems,
     require_no_problems,
     service_problems,
@@ -762,12 +762,11 @@ def test_gateway_disabled(options: Any, pytestconfig: pytest.Config) -> None:
     objects = helm.template(
         [*harness_files(options), *options.values_files], "dask-gateway.enabled=false"
     )
-    gateway = gateway_name(kube.release)
+    gateway = {gateway_object(c, kube.release) for c in ("api", "controller", "traefik")}
     left = sorted(
         f"{o.get('kind')}/{o.get('metadata', {}).get('name')}"
         for o in objects
-        if o.get("metadata", {}).get("name")
-        in (f"api-{gateway}", f"controller-{gateway}", f"traefik-{gateway}")
+        if o.get("metadata", {}).get("name") in gateway
     )
     if left:
         raise StageFailure(

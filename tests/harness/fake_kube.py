@@ -45,6 +45,8 @@ _KINDS = {
     "serviceaccounts": "ServiceAccount",
     "roles": "Role",
     "rolebindings": "RoleBinding",
+    "clusterroles": "ClusterRole",
+    "clusterrolebindings": "ClusterRoleBinding",
 }
 
 
@@ -62,6 +64,26 @@ def _status(code: int, reason: str, message: str = "") -> Response:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def _subject_matches(subject: dict[str, Any], user: str, groups: set[str], ns: str) -> bool:
+    if subject["kind"] == "ServiceAccount":
+        where = subject.get("namespace") or ns  # RBAC takes the binding's namespace
+        return user == f"system:serviceaccount:{where}:{subject['name']}"
+    if subject["kind"] == "Group":
+        return subject["name"] in groups
+    return bool(subject["kind"] == "User" and subject["name"] == user)
+
+
+def _rule_allows(rule: dict[str, Any], group: str, resource: str, verb: str) -> bool:
+    def has(values: list[str], value: str) -> bool:
+        return "*" in values or value in values
+
+    return (
+        has(rule.get("apiGroups") or [""], group)
+        and has(rule.get("resources") or [], resource)
+        and has(rule.get("verbs") or [], verb)
+    )
 
 
 def _dig(values: dict[str, Any], *keys: str) -> Any:
@@ -165,21 +187,31 @@ class FakeKube:
         }
 
     def _access_review(self, review: dict[str, Any]) -> Response:
+        """As the RBAC authorizer decides: the RoleBindings of the namespace (to a Role or a
+        ClusterRole) and every ClusterRoleBinding, for the user and each of its groups."""
         spec = review["spec"]
         attrs = spec["resourceAttributes"]
-        account = spec["user"].rsplit(":", 1)[-1]
+        user, groups = spec["user"], set(spec.get("groups") or [])
         resource = attrs["resource"] + (
             f"/{attrs['subresource']}" if attrs.get("subresource") else ""
         )
         allowed = False
         for (ns, kind, _name), binding in self.objects.items():
-            if kind != "rolebindings" or ns != attrs["namespace"]:
+            in_scope = (kind == "rolebindings" and ns == attrs["namespace"]) or (
+                kind == "clusterrolebindings"
+            )
+            if not in_scope or not any(
+                _subject_matches(s, user, groups, ns) for s in binding.get("subjects") or []
+            ):
                 continue
-            if not any(s["name"] == account for s in binding.get("subjects", [])):
-                continue
-            role = self.objects.get((ns, "roles", binding["roleRef"]["name"]), {})
+            ref = binding["roleRef"]
+            role = (
+                self.objects.get((ns, "roles", ref["name"]), {})
+                if ref["kind"] == "Role"
+                else self.objects.get(("", "clusterroles", ref["name"]), {})
+            )
             for rule in role.get("rules", []):
-                if resource in rule["resources"] and attrs["verb"] in rule["verbs"]:
+                if _rule_allows(rule, attrs.get("group", ""), resource, attrs["verb"]):
                     allowed = True
         review["status"] = {"allowed": allowed}
         return _json(review, 201)
@@ -247,6 +279,8 @@ class FakeKube:
             "Deployment": "apps/v1",
             "Role": "rbac.authorization.k8s.io/v1",
             "RoleBinding": "rbac.authorization.k8s.io/v1",
+            "ClusterRole": "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
         }.get(kind, "v1")
         self.objects[(ns, resource, name)] = {
             "apiVersion": group,

@@ -21,6 +21,7 @@ from fixtures.kube import (
     KubeRelease,
     expected_services,
     gateway_name,
+    gateway_object,
     rbac_problems,
     service_problems,
     user_pod_env_expected,
@@ -97,6 +98,17 @@ def test_gateway_services_follow_the_subcharts_naming_rule(release: str, prefix:
     assert {f"api-{prefix}", f"traefik-{prefix}", "hub", "proxy-api", "proxy-public"} == set(
         expected_services(release)
     )
+
+
+def test_gateway_names_are_cut_to_63_characters_as_the_chart_cuts_them():
+    """trunc 63 | trimSuffix "-" on <P> and on traefik-<P> (dask-gateway's _helpers.tpl)."""
+    release = "a" * 41 + "-b"  # <P> = 56 characters; traefik-<P> = 64 before cutting
+    assert gateway_name(release) == release + "-dask-gateway"
+    assert gateway_object("traefik", release) == ("traefik-" + release + "-dask-gatewa")
+    assert len(gateway_object("traefik", release)) == 63
+    long_release = "r" * 49 + "-"  # cut right after the '-': the '-' is trimmed
+    assert gateway_name(long_release + "x" * 20).endswith("x")
+    assert not gateway_object("api", "c" * 58 + "-x").endswith("-")
 
 
 @pytest.mark.parametrize("release", ["dhub", "my-dask-gateway"])
@@ -283,6 +295,44 @@ def test_a_missing_service_account_is_named(httpserver, api):
         "ServiceAccount dhub/daskkubernetes is missing",
         "Role dhub/daskkubernetes is missing",
         "RoleBinding dhub/daskkubernetes is missing",
+    ]
+
+
+def test_a_grant_to_every_authenticated_account_is_named(httpserver, api):
+    """A ClusterRoleBinding that gives group system:authenticated the Secrets reaches the
+    daskkubernetes account too: the access review must carry that group to see it."""
+    fake = FakeKube(httpserver)
+    fake.add_namespace(NS)
+    fake.add_dask_kubernetes_rbac(NS)
+    fake.put(
+        "",
+        "clusterroles",
+        "read-secrets",
+        {"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
+    )
+    fake.put(
+        "",
+        "clusterrolebindings",
+        "everyone-reads-secrets",
+        {
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "read-secrets",
+            },
+            "subjects": [
+                {
+                    "kind": "Group",
+                    "name": "system:authenticated",
+                    "apiGroup": "rbac.authorization.k8s.io",
+                }
+            ],
+        },
+    )
+    problems = rbac_problems(*_rbac_apis(api), NS)
+    assert problems == [
+        "the API server allows get secrets to ServiceAccount daskkubernetes, which the chart's "
+        "Role does not grant"
     ]
 
 
