@@ -89,6 +89,14 @@ CASES = [
         fraction=0.2,
         select="user_server or not isolation",
     ),
+    Case(
+        "user_env_unescaped_braces",
+        "user_server",
+        "KeyError: 'JUPYTER_IMAGE_SPEC'",
+        USER_SERVER_DEADLINE,
+        fraction=0.2,
+        select="user_server or not isolation",
+    ),
     # gateway 2026.3.0 checks users' tokens with the hub itself and never uses its own
     # JUPYTERHUB_API_TOKEN for that, so a mismatch no longer breaks a user's flow.
     Case("token_mismatch", None, "every stage green", STACK_START_TIMEOUT, select=""),

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from fixtures.processes import RUN_ID_ENV, processes_of_run
+from fixtures.values import SCHEMAS_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 #: Stages that need a Kubernetes target; elsewhere they are skipped with that reason.
@@ -68,7 +69,11 @@ class HarnessRun:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DASKHUB_E2E_")}
+    """The environment of a child run: none of the harness's variables but the schema folder
+    the self-tests check values against."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("DASKHUB_E2E_") or k == SCHEMAS_ENV
+    }
     env.pop("GITHUB_STEP_SUMMARY", None)
     env.update(extra)
     return env

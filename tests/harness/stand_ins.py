@@ -11,12 +11,14 @@ port-forwards to the backend the fake API names for a Service.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import signal
 import socket
 import sys
+import tarfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import requests
 import yaml
 
-from fixtures.values import merge_all
+from fixtures.values import SCHEMAS_ENV, SUBCHARTS, merge_all
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("helm", "kind", "kubectl", "docker")
@@ -141,6 +143,47 @@ def _helm(args: list[str]) -> None:
         )
     elif command == "template":
         print(_rendered(names[0]))
+    elif command == "pull":
+        version = _flag(args, "--version") or "main"
+        destination = Path(_flag(args, "--destination") or ".")
+        _package_daskhub(destination / f"daskhub-{version}.tgz", version)
+    elif command == "dependency" and names[:1] == ["update"]:
+        charts = Path(names[1]) / "charts"
+        charts.mkdir(exist_ok=True)
+        for name, version in SUBCHARTS["main"].items():
+            (charts / f"{name}-{version}.tgz").write_bytes(_packaged_subchart(name, version))
+
+
+def _shared_schemas() -> Path:
+    """The subcharts' published files, from the workspace (never copied into the project)."""
+    return Path(os.environ.get(SCHEMAS_ENV) or REPO.parent / "shared" / "chart-schemas")
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _packaged_subchart(name: str, version: str) -> bytes:
+    """A subchart package as helm writes it: Chart.yaml, values.yaml, values.schema.json."""
+    stem = _shared_schemas() / f"{name}-{version}"
+    schema = yaml.safe_load(Path(f"{stem}.values.schema.yaml").read_text())
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        _add(tar, f"{name}/Chart.yaml", f"name: {name}\nversion: {version}\n".encode())
+        _add(tar, f"{name}/values.yaml", Path(f"{stem}.values.yaml").read_bytes())
+        _add(tar, f"{name}/values.schema.json", json.dumps(schema).encode())
+    return out.getvalue()
+
+
+def _package_daskhub(path: Path, version: str) -> None:
+    """What ``helm pull dask/daskhub --version V`` writes: the chart with its subcharts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, mode="w:gz") as tar:
+        _add(tar, "daskhub/Chart.yaml", f"name: daskhub\nversion: {version}\n".encode())
+        for name, sub in SUBCHARTS[version].items():
+            _add(tar, f"daskhub/charts/{name}-{sub}.tgz", _packaged_subchart(name, sub))
 
 
 def _rendered(release: str) -> str:

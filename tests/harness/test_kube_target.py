@@ -435,7 +435,7 @@ def test_upgrade_from_a_published_version_runs_the_stages_before_and_after(
     assert second[3] == str(tmp_path / "helm-chart" / "daskhub")
     assert not any(f.endswith("secrets.yaml") for f in upgrades[1]["modes"])  # lookup keeps them
     helm = tools.commands("helm")
-    assert "dependency build" in helm and "lint --strict" in helm
+    assert "dependency update" in helm and "lint --strict" in helm
     assert helm.index("lint --strict") < helm.index("list --all-namespaces")  # gate first
     assert fake_kube.namespaces == {}
 

@@ -9,7 +9,9 @@ import pytest
 from fixtures.errors import UsageError
 from fixtures.secrets import generate_daskhub_secrets
 from fixtures.values import (
+    NOT_CHECKED,
     REPO_ROOT,
+    SCHEMAS_ENV,
     SUBCHARTS,
     VALUES_DIR,
     ChartSchemas,
@@ -107,13 +109,58 @@ def test_a_values_file_that_is_not_a_mapping_is_a_usage_error(tmp_path: Path):
         load_values_file(path)
 
 
-def test_the_schema_copies_are_the_published_files_of_the_workspace():
-    """values/chart-schemas/ holds the files of ../shared/chart-schemas/, unchanged."""
+def test_the_project_carries_no_copy_of_the_charts_files():
+    """The subcharts' values and schemas come from the chart under test or the workspace's
+    shared folder; the project holds none of them."""
     shared = REPO_ROOT.parent / "shared" / "chart-schemas"
-    if not shared.is_dir():
-        pytest.skip(f"{shared} is not on this machine; nothing to compare the copies with")
-    copies = VALUES_DIR / "chart-schemas"
-    published = sorted(p.name for p in shared.glob("*.yaml"))
-    assert published and sorted(p.name for p in copies.glob("*.yaml")) == published
-    for name in published:
-        assert (copies / name).read_bytes() == (shared / name).read_bytes(), name
+    published = {p.read_bytes() for p in shared.glob("*.yaml")}
+    assert published, f"{shared} holds the published files the self-tests use"
+    ours = [p for p in REPO_ROOT.rglob("*.yaml") if ".tox" not in p.parts]
+    assert not [p for p in ours if p.read_bytes() in published]
+
+
+def test_the_daskhub_readme_image_example_is_refused_before_any_cluster():
+    """KubeSpawner formats every extraEnv value: the README's '{JUPYTER_IMAGE_SPEC}' fails
+    every spawn with KeyError, so the lint gate refuses it naming the key and the fix."""
+    readme = {
+        "jupyterhub": {
+            "singleuser": {
+                "extraEnv": {"DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE": "{JUPYTER_IMAGE_SPEC}"}
+            }
+        }
+    }
+    with pytest.raises(UsageError) as raised:
+        check_values([load_values_file(VALUES_DIR / "daskhub-e2e.yaml"), readme])
+    message = str(raised.value)
+    assert "jupyterhub.singleuser.extraEnv.DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE" in message
+    assert "KeyError: 'JUPYTER_IMAGE_SPEC'" in message
+    assert "'{{JUPYTER_IMAGE_SPEC}}'" in message
+
+
+def test_kubespawner_formats_the_harness_image_value_to_the_literal_the_client_fills_in():
+    """What the real KubeSpawner makes of the harness's value: the literal the dask-gateway
+    client fills in from JUPYTER_IMAGE_SPEC. Its own user properties still expand."""
+    from kubespawner import KubeSpawner  # noqa: PLC0415
+
+    merged = check_values([load_values_file(VALUES_DIR / "daskhub-e2e.yaml")])
+    value = merged["jupyterhub"]["singleuser"]["extraEnv"]["DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"]
+
+    class User:
+        id, name = 7, "alice"
+
+    class Spawner:
+        slug_scheme, name, user = "safe", "", User()
+        _namespace_default = KubeSpawner._namespace_default
+        _expand_user_properties = KubeSpawner._expand_user_properties
+
+    assert Spawner()._expand_user_properties(value) == "{JUPYTER_IMAGE_SPEC}"
+    assert Spawner()._expand_user_properties("{username}-{userid}") == "alice-7"
+
+
+def test_without_a_chart_or_schema_folder_the_values_are_merged_and_said_unchecked(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.delenv(SCHEMAS_ENV, raising=False)
+    merged = check_values([load_values_file(VALUES_DIR / "daskhub-e2e.yaml")])
+    assert merged["dask-gateway"]["gateway"]["prefix"] == "/services/dask-gateway"
+    assert "not checked against the charts' schemas" in NOT_CHECKED
