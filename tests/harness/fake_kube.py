@@ -14,6 +14,7 @@ import base64
 import json
 import re
 import secrets
+import time
 from typing import Any
 
 from pytest_httpserver import HTTPServer
@@ -107,6 +108,8 @@ class FakeKube:
         self.break_pod = ""  # a Deployment whose pod crash-loops after each install
         self.slow_pod = ""  # a Deployment that never becomes available (no failure either)
         self.lookup = True  # False: an install without tokens makes new ones (no helm lookup)
+        #: When the node turns Ready (monotonic seconds): a new kind node is NotReady at first.
+        self.node_ready_at = time.monotonic() + 1.5
         server.expect_request(re.compile(".*")).respond_with_handler(self.handle)
 
     @property
@@ -120,6 +123,8 @@ class FakeKube:
         self.requests.append((method, path))
         if path == "/version":
             return _json(VERSION)
+        if path == "/api/v1/nodes":
+            return _json(self._nodes())
         if path.startswith("/_fake/"):
             return self._control(method, path, request)
         if path == "/apis/authorization.k8s.io/v1/subjectaccessreviews" and method == "POST":
@@ -161,6 +166,34 @@ class FakeKube:
         if obj is None:
             return _status(404, "NotFound", f'{resource} "{name}" not found')
         return _json(obj)
+
+    def _nodes(self) -> dict[str, Any]:
+        """One kind node: NotReady, with the not-ready taint, until its network is up
+        (``node_ready_at``), as a freshly created kind node is."""
+        ready = time.monotonic() >= self.node_ready_at
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "daskhub-e2e-control-plane"},
+            "spec": {}
+            if ready
+            else {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if ready else "False",
+                        "reason": "KubeletReady" if ready else "KubeletNotReady",
+                        "message": "kubelet is posting ready status"
+                        if ready
+                        else "container runtime network not ready: NetworkReady=false "
+                        "reason:NetworkPluginNotReady message:Network plugin returns error: "
+                        "cni plugin not initialized",
+                    }
+                ]
+            },
+        }
+        return {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [node]}
 
     def _namespace(self, method: str, name: str) -> Response:
         if name not in self.namespaces:
@@ -250,7 +283,11 @@ class FakeKube:
             self.releases[(body["namespace"], body["release"])]["info"]["status"] = body["status"]
             return _json({"ok": True})
         if parts[0] == "forward":
-            backend = self.forwards.get((parts[1], parts[2])) or self.forwards.get(("*", parts[2]))
+            backend = (
+                self.forwards.get((parts[1], parts[2]))
+                or self.forwards.get(("*", parts[2]))
+                or self.forwards.get(("*", parts[2].split("-", 1)[0] + "-*"))
+            )
             if backend is None:
                 return _status(404, "NotFound", f'services "{parts[2]}" not found')
             return _json({"host": backend[0], "port": backend[1]})

@@ -18,10 +18,12 @@ from werkzeug import Request, Response
 from fixtures.errors import StageFailure
 from fixtures.kube import (
     DASK_KUBERNETES_RULES,
+    UNSCHEDULABLE_GRACE,
     KubeRelease,
     expected_services,
     gateway_name,
     gateway_object,
+    pod_failure,
     rbac_problems,
     service_problems,
     user_pod_env_expected,
@@ -149,9 +151,14 @@ def _deployments(available: int) -> dict[str, Any]:
     }
 
 
-def _pods(waiting_reason: str | None) -> dict[str, Any]:
+def _pods(
+    waiting_reason: str | None,
+    message: str = "back-off restarting",
+    restarts: int = 4,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     state = (
-        {"waiting": {"reason": waiting_reason, "message": "back-off restarting"}}
+        {"waiting": {"reason": waiting_reason, "message": message}}
         if waiting_reason
         else {"running": {}}
     )
@@ -163,11 +170,12 @@ def _pods(waiting_reason: str | None) -> dict[str, Any]:
                 "metadata": {"name": "hub-5d9c7b7c4-x2x9q"},
                 "status": {
                     "phase": "Running",
+                    "conditions": conditions or [],
                     "containerStatuses": [
                         {
                             "name": "hub",
                             "ready": waiting_reason is None,
-                            "restartCount": 4,
+                            "restartCount": restarts,
                             "image": "hub",
                             "imageID": "",
                             "state": state,
@@ -187,16 +195,103 @@ def test_available_deployments_pass(httpserver, api):
     )
 
 
-@pytest.mark.parametrize("reason", ["CrashLoopBackOff", "ImagePullBackOff"])
-def test_a_pod_that_can_not_recover_fails_the_wait_at_once_naming_it(httpserver, api, reason):
+NOT_FOUND = (
+    'rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/pangeo/'
+    'base-notebook:nope": docker.io/pangeo/base-notebook:nope: not found'
+)
+RATE_LIMITED = (
+    "toomanyrequests: You have reached your unauthenticated pull rate limit. "
+    "https://www.docker.com/increase-rate-limit"
+)
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "restarts"),
+    [
+        ("CrashLoopBackOff", "back-off 40s restarting failed container", 4),
+        ("ImagePullBackOff", NOT_FOUND, 0),
+        ("ErrImagePull", "pull access denied, repository does not exist", 0),
+        ("CreateContainerConfigError", 'secret "hub" not found', 0),
+    ],
+)
+def test_a_pod_that_can_not_recover_fails_the_wait_at_once_naming_it(
+    httpserver, api, reason, message, restarts
+):
     _serve(httpserver, f"/apis/apps/v1/namespaces/{NS}/deployments", _deployments(0))
-    _serve(httpserver, f"/api/v1/namespaces/{NS}/pods", _pods(reason))
+    _serve(httpserver, f"/api/v1/namespaces/{NS}/pods", _pods(reason, message, restarts))
     with pytest.raises(StageFailure) as failed:
         wait_deployments_available(
             client.AppsV1Api(api), client.CoreV1Api(api), NS, "dhub", stage="setup", timeout=60
         )
     assert f"pod hub-5d9c7b7c4-x2x9q container hub is {reason}" in str(failed.value)
     assert "cannot recover after 0." in str(failed.value)
+
+
+NOT_READY = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "Unschedulable",
+    "message": "0/1 nodes are available: 1 node(s) had untolerated taint "
+    "{node.kubernetes.io/not-ready: }. preemption: 0/1 nodes are available",
+}
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "restarts", "conditions"),
+    [
+        ("CrashLoopBackOff", "back-off 10s restarting failed container", 1, None),
+        ("ErrImagePull", RATE_LIMITED, 0, None),
+        ("ImagePullBackOff", "Back-off pulling image: i/o timeout", 0, None),
+        (None, "", 0, [NOT_READY]),
+    ],
+    ids=["crash-once", "rate-limited-pull", "pull-timeout", "new-node-not-ready"],
+)
+def test_states_the_kubelet_or_a_new_node_outgrow_are_waited_out(
+    httpserver, api, reason, message, restarts, conditions
+):
+    """What the kubelet retries by itself, and a fresh kind node's not-ready taint, are not
+    failures: the wait runs to its deadline with the last state as its error."""
+    _serve(httpserver, f"/apis/apps/v1/namespaces/{NS}/deployments", _deployments(0))
+    _serve(
+        httpserver,
+        f"/api/v1/namespaces/{NS}/pods",
+        _pods(reason, message, restarts, conditions),
+    )
+    with pytest.raises(StageFailure) as failed:
+        wait_deployments_available(
+            client.AppsV1Api(api), client.CoreV1Api(api), NS, "dhub", stage="setup", timeout=1.5
+        )
+    assert "within 2s (stage setup); saw it did not happen" in str(failed.value)
+
+
+def test_a_pod_unschedulable_for_another_reason_fails_after_the_grace():
+    """Insufficient cpu is final, but only once it has lasted UNSCHEDULABLE_GRACE."""
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="hub-0"),
+        status=client.V1PodStatus(
+            conditions=[
+                client.V1PodCondition(
+                    type="PodScheduled",
+                    status="False",
+                    reason="Unschedulable",
+                    message="0/1 nodes are available: 1 Insufficient cpu.",
+                )
+            ]
+        ),
+    )
+    assert pod_failure(pod, 5.0) is None
+    assert "Insufficient cpu" in str(pod_failure(pod, UNSCHEDULABLE_GRACE + 1))
+    not_ready = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="hub-0"),
+        status=client.V1PodStatus(
+            conditions=[
+                client.V1PodCondition(
+                    **{k: NOT_READY[k] for k in ("type", "status", "reason", "message")}
+                )
+            ]
+        ),
+    )
+    assert pod_failure(not_ready, 10 * UNSCHEDULABLE_GRACE) is None
 
 
 def _rbac(server: HTTPServer, verbs_for_pods: list[str]) -> None:

@@ -65,10 +65,7 @@ def fake_kube(httpserver: HTTPServer, running_stack: LocalStack) -> FakeKube:
     """The loopback API, its Services' port-forwards leading to the running local stack."""
     fake = FakeKube(httpserver)
     fake.forwards[("*", "proxy-public")] = _host_port(running_stack.public_url)
-    for release in ("dhub", "daskhub-e2e"):
-        fake.forwards[("*", f"traefik-{release}-dask-gateway")] = _host_port(
-            running_stack.gateway_proxy_address
-        )
+    fake.forwards[("*", "traefik-*")] = _host_port(running_stack.gateway_proxy_address)
     return fake
 
 
@@ -98,21 +95,31 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def node_port_mapping(host_port: int, backend: tuple[str, int]) -> Iterator[None]:
+def node_port_mapping(
+    host_port: int, backend: tuple[str, int], kind_state: Path | None = None
+) -> Iterator[None]:
     """What kind's extraPortMappings give the host: ``127.0.0.1:host_port`` reaching a
-    NodePort (here: the local stack behind it)."""
-    listener = socket.create_server(("127.0.0.1", host_port))
+    NodePort (here: the local stack behind it), listening only once the stand-in kind has
+    made a cluster (in ``kind_state``), as the real mapping does."""
     stop = threading.Event()
-    thread = threading.Thread(
-        target=stand_ins.forward_connections, args=(listener, backend, stop), daemon=True
-    )
+    listeners: list[socket.socket] = []
+
+    def serve() -> None:
+        while kind_state is not None and not any(kind_state.glob("*.json")):
+            if stop.wait(0.05):
+                return
+        listeners.append(socket.create_server(("127.0.0.1", host_port)))
+        stand_ins.forward_connections(listeners[0], backend, stop)
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
-        listener.close()
+        for listener in listeners:
+            listener.close()
 
 
 def _secrets_nowhere(run: HarnessRun, tools: Tools, fake: FakeKube) -> None:
@@ -167,14 +174,22 @@ def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
     assert "daskkubernetes" in run.outcome("dask_kubernetes")["message"]
     assert "no `condition:`" in run.outcome("gateway_disabled")["message"]
 
-    helm = tools.commands("helm")
-    # the lint gate (template) comes before anything touches the cluster
-    assert helm.index("repo add") < helm.index("template daskhub-e2e")
-    assert helm.index("template daskhub-e2e") < helm.index("list --all-namespaces")
-    assert helm[-1] == "uninstall daskhub-e2e"
     upgrade = next(c["argv"] for c in tools.calls("helm") if c["argv"][0] == "upgrade")
     namespace = upgrade[upgrade.index("--namespace") + 1]
-    assert namespace.startswith("daskhub-e2e-")
+    release = upgrade[2]
+    # a fresh release daskhub-e2e-<random> in a namespace of the same name: two runs on one
+    # cluster never share cluster-scoped objects
+    assert release.startswith("daskhub-e2e-") and release == namespace
+    assert "--create-namespace" not in upgrade  # the harness made it (a 403 otherwise)
+    assert upgrade[upgrade.index("--timeout") + 1] == "600s"  # pre-install hooks, scaled
+    helm = tools.commands("helm")
+    # the values check (pull) and the lint gate (template) come before the cluster is touched
+    assert helm.index("repo add") < helm.index("pull dask/daskhub")
+    assert helm.index("pull dask/daskhub") < helm.index(f"template {release}")
+    assert helm.index(f"template {release}") < helm.index("list --all-namespaces")
+    listing = next(c["argv"] for c in tools.calls("helm") if c["argv"][0] == "list")
+    assert "--all" in listing  # pending and failed releases too
+    assert helm[-1] == f"uninstall {release}"
     files = [upgrade[i + 1] for i, a in enumerate(upgrade) if a == "--values"]
     assert [Path(f).name for f in files] == [
         "daskhub-e2e.yaml",
@@ -186,7 +201,7 @@ def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
     assert fake_kube.namespaces == {} and fake_kube.releases == {}
     assert tools.commands("kubectl") == [
         "port-forward svc/proxy-public",
-        "port-forward svc/traefik-daskhub-e2e-dask-gateway",
+        f"port-forward svc/traefik-{release}-dask-gateway",
     ]
     _secrets_file_used_and_gone(tools)
     _secrets_nowhere(run, tools, fake_kube)
@@ -277,7 +292,7 @@ def test_a_crash_looping_pod_fails_setup_at_once_with_censored_diagnostics(
     services = values["jupyterhub"]["hub"]["services"]
     assert services["daskhub-e2e"]["apiToken"] == "[censored]"
     assert "diagnostics written to" in (run.artifacts / "report.md").read_text()
-    assert tools.commands("helm")[-1] == "uninstall daskhub-e2e"  # removed after the failure
+    assert tools.commands("helm")[-1].startswith("uninstall daskhub-e2e-")  # removed after it
     assert fake_kube.namespaces == {}
     _secrets_nowhere(run, tools, fake_kube)
 
@@ -287,8 +302,10 @@ def test_a_crash_looping_pod_fails_setup_at_once_with_censored_diagnostics(
 
 def _kind_run(tmp_path: Path, tools: Tools, stack: LocalStack, *args: str) -> HarnessRun:
     with (
-        node_port_mapping(HUB_NODE_PORT, _host_port(stack.public_url)),
-        node_port_mapping(TRAEFIK_NODE_PORT, _host_port(stack.gateway_proxy_address)),
+        node_port_mapping(HUB_NODE_PORT, _host_port(stack.public_url), tools.kind_state),
+        node_port_mapping(
+            TRAEFIK_NODE_PORT, _host_port(stack.gateway_proxy_address), tools.kind_state
+        ),
     ):
         return run_harness(
             ["--target", "kind", "--cluster-name", "e2e-selftest", "-k", THROUGH_KUBERNETES, *args],
@@ -305,7 +322,8 @@ def test_kind_target_makes_a_cluster_with_port_mappings_and_deletes_it(
     assert "through the kind port mapping of NodePort 30080" in run.outcome("discovery")["message"]
     assert tools.commands("kubectl") == []  # no port-forward on kind
     create = next(c for c in tools.calls("kind") if c["argv"][:2] == ["create", "cluster"])
-    assert "--image=kindest/node:v1.32.2" in create["argv"]
+    assert not [a for a in create["argv"] if a.startswith("--image")]  # kind's own default
+    assert "setup" in [s["stage"] for s in run.stages]
     mappings = create["config"]["nodes"][0]["extraPortMappings"]
     assert {(m["containerPort"], m["hostPort"], m["listenAddress"]) for m in mappings} == {
         (30080, 30080, "127.0.0.1"),
@@ -352,13 +370,52 @@ def test_a_kept_kind_cluster_is_reused_with_its_tokens_read_back(
     commands = tools.commands("kind")
     assert commands.count("create cluster") == 1
     assert "export kubeconfig" in commands[commands.index("create cluster") + 1 :]
-    assert commands[-1] == "delete cluster"
+    # A cluster this run did not create is never deleted; the release it installed is.
+    assert "delete cluster" not in commands
+    assert [p.stem for p in tools.kind_state.glob("*.json")] == ["e2e-selftest"]
+    assert ("dhub", "dhub") not in fake_kube.releases
     first, second = fake_kube.installed
     assert _installed_tokens(second) == _installed_tokens(first)  # read back from Secret hub
     proxy = second["values"]["jupyterhub"]["proxy"]
     assert "secretToken" not in proxy  # the chart keeps its own (lookup)
-    assert not list(tools.kind_state.glob("*.json"))  # the cluster, and all in it, is gone
     assert again.leftovers() == [] and again.files_left() == []
+
+
+def test_a_new_kind_cluster_whose_host_ports_are_taken_is_one_sentence(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, running_stack: LocalStack
+):
+    """Another cluster (or process) holds host port 30080: setup says so, nothing is made."""
+    with socket.create_server(("127.0.0.1", HUB_NODE_PORT)):
+        run = run_harness(
+            ["--target", "kind", "-k", "discovery"], tmp_path / "artifacts", tools.env
+        )
+    assert run.returncode == 1, run.stdout[-3000:]
+    setup = run.outcome("setup")
+    assert setup["outcome"] == "failed"
+    assert "host port 30080 is taken (another kind cluster or process" in setup["message"]
+    assert tools.commands("kind") == ["get clusters"]  # no cluster was made
+    assert run.leftovers() == [] and run.files_left() == []
+
+
+def test_the_default_kind_cluster_is_the_harness_own_not_pytest_kinds(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, running_stack: LocalStack
+):
+    """pytest-kind-ng's default name is shared with every pytest-kind user: never taken."""
+    with (
+        node_port_mapping(HUB_NODE_PORT, _host_port(running_stack.public_url), tools.kind_state),
+        node_port_mapping(
+            TRAEFIK_NODE_PORT,
+            _host_port(running_stack.gateway_proxy_address),
+            tools.kind_state,
+        ),
+    ):
+        run = run_harness(
+            ["--target", "kind", "-k", "discovery"], tmp_path / "artifacts", tools.env
+        )
+    assert run.returncode == 0, run.stdout[-3000:]
+    create = next(c for c in tools.calls("kind") if c["argv"][:2] == ["create", "cluster"])
+    assert "--name=daskhub-e2e" in create["argv"]
+    assert tools.commands("kind")[-1] == "delete cluster"
 
 
 def test_ctrl_c_while_waiting_for_the_release_removes_it(
@@ -380,7 +437,7 @@ def test_ctrl_c_while_waiting_for_the_release_removes_it(
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, out[-3000:] + err[-2000:]  # pytest: interrupted
-    assert tools.commands("helm")[-1] == "uninstall daskhub-e2e"
+    assert tools.commands("helm")[-1].startswith("uninstall daskhub-e2e-")
     assert fake_kube.namespaces == {} and fake_kube.releases == {}
     assert list(temp_dir_of(artifacts).iterdir()) == []
 

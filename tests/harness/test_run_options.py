@@ -16,7 +16,7 @@ def test_keep_leaves_the_stack_running_and_cleanup_removes_it(tmp_path: Path):
     kept = run_harness(["--target", "local", "--keep", *QUICK], tmp_path / "kept")
     try:
         assert kept.returncode == 0, kept.stdout[-3000:]
-        assert "--keep left these running" in kept.stdout
+        assert "daskhub-e2e: left in place:" in kept.stdout
         hub = re.search(r"- hub: (http://127\.0\.0\.1:\d+/)", kept.stdout)
         assert hub, kept.stdout[-2000:]
         assert requests.get(hub.group(1) + "hub/api/", timeout=10).status_code == 200
