@@ -86,11 +86,19 @@ def _positionals(args: list[str]) -> list[str]:
 
 
 def _server(args: list[str]) -> str:
-    kubeconfig = _flag(args, "--kubeconfig") or os.environ.get("KUBECONFIG")
-    if not kubeconfig:
+    """The API server of the current context, as kubectl and helm find it: ``--kubeconfig``
+    (one file), else every file of ``$KUBECONFIG`` merged (the first to set a value wins)."""
+    given = _flag(args, "--kubeconfig")
+    files = [given] if given else (os.environ.get("KUBECONFIG") or "").split(os.pathsep)
+    configs = [yaml.safe_load(Path(f).read_text()) or {} for f in files if f and Path(f).is_file()]
+    if not configs:
         sys.exit("Error: Kubernetes cluster unreachable: no kubeconfig")
-    config = yaml.safe_load(Path(kubeconfig).read_text())
-    return str(config["clusters"][0]["cluster"]["server"])
+    current = next((c["current-context"] for c in configs if c.get("current-context")), None)
+    contexts = {x["name"]: x["context"] for c in configs for x in c.get("contexts") or []}
+    clusters = {x["name"]: x["cluster"] for c in reversed(configs) for x in c.get("clusters") or []}
+    if current not in contexts:
+        sys.exit(f'error: context "{current}" does not exist')
+    return str(clusters[contexts[current]["cluster"]]["server"])
 
 
 def _api(server: str, path: str, body: Any = None) -> Any:
@@ -291,6 +299,12 @@ def forward_connections(
 
 def _docker(args: list[str]) -> None:
     if args[:1] == ["info"]:
+        if os.environ.get("FAKE_DOCKER_UP") == "denied":  # docker 27's words, on stderr
+            sys.exit(
+                "permission denied while trying to connect to the Docker daemon socket at "
+                'unix:///var/run/docker.sock: Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.47/'
+                'info": dial unix /var/run/docker.sock: connect: permission denied'
+            )
         if os.environ.get("FAKE_DOCKER_UP") != "1":
             sys.exit(
                 "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
@@ -305,6 +319,7 @@ def main(tool: str) -> None:
     if tool == "helm":
         files = [args[i + 1] for i, a in enumerate(args) if a == "--values"]
         entry["modes"] = {f: oct(os.stat(f).st_mode & 0o777) for f in files}
+        entry["repository_config"] = os.environ.get("HELM_REPOSITORY_CONFIG")
     if tool == "kind" and _flag(args, "--config"):
         entry["config"] = yaml.safe_load(Path(str(_flag(args, "--config"))).read_text())
     log = os.environ.get("FAKE_TOOLS_LOG")

@@ -77,7 +77,7 @@ def _path_with(tmp_path: Path, *tools: str) -> str:
         ("kind", (), "--target kind needs Docker: `docker` is not on PATH; install Docker"),
         ("kind", ("docker",), "the Docker daemon is not running (`docker info` failed)"),
         ("existing", (), "`kubectl` is not on PATH; install kubectl"),
-        ("existing", ("kubectl",), "`helm` is not on PATH; install helm 3"),
+        ("existing", ("kubectl",), "`helm` is not on PATH; install helm >= 3.7"),
     ],
 )
 def test_a_missing_kubernetes_tool_says_what_to_install(
@@ -90,6 +90,17 @@ def test_a_missing_kubernetes_tool_says_what_to_install(
         )
     )
     assert expected in line
+
+
+def test_a_docker_socket_without_permission_is_not_called_a_stopped_daemon(tmp_path: Path):
+    line = _one_line_error(
+        _run(
+            ["--target", "kind", "--artifacts", str(tmp_path / "artifacts")],
+            env={"PATH": _path_with(tmp_path, "docker"), "FAKE_DOCKER_UP": "denied"},
+        )
+    )
+    assert "may not use the Docker daemon's socket (permission denied)" in line
+    assert "`docker` group" in line
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,13 @@ elif args[0] in ("uninstall",):
     state.write_text("")
 elif args[0] == "rollback":
     state.write_text("deployed")
+elif args[0] == "lint" and os.environ.get("FAKE_HELM_LINT_FINDINGS"):
+    # helm 3.17 prints the findings on stdout, only the count on stderr
+    print("==> Linting " + args[2])
+    print("[ERROR] values.yaml: - jupyterhub: Additional property hubb is not allowed")
+    print()
+    print("Error: 1 chart(s) linted, 1 chart(s) failed", file=sys.stderr)
+    sys.exit(1)
 """
 
 
@@ -134,9 +141,20 @@ def test_a_local_chart_is_linted_strictly_and_templated(fake_helm, tmp_path: Pat
         ["repo", "add", "jupyterhub", "https://jupyterhub.github.io/helm-chart/", "--force-update"],
         ["repo", "add", "dask-gateway", "https://helm.dask.org/", "--force-update"],
     ]
-    assert calls[2] == ["dependency", "build", str(chart)]
+    assert calls[2] == ["dependency", "update", str(chart)]  # build fails on a stale lock
     assert calls[3] == ["lint", "--strict", str(chart), "--values", str(values)]
     assert calls[4][:2] == ["template", "dhub"] and "--version" not in calls[4]
+
+
+def test_a_failing_lint_says_its_findings(fake_helm, tmp_path: Path, monkeypatch):
+    chart = tmp_path / "daskhub"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text(DASKHUB_CHART_YAML)
+    monkeypatch.setenv("FAKE_HELM_LINT_FINDINGS", "1")
+    with pytest.raises(StageFailure) as failed:
+        Helm("dhub", "dhub", chart=str(chart)).lint([])
+    assert "[ERROR] values.yaml: - jupyterhub: Additional property hubb" in failed.value.seen
+    assert "1 chart(s) failed" in failed.value.evidence
 
 
 #: The dependencies of daskhub's Chart.yaml on main (CHART-FACTS.md): no `condition:`.

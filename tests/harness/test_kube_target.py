@@ -152,12 +152,14 @@ def _secrets_file_used_and_gone(tools: Tools) -> None:
 def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
     tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
 ):
+    # a relative --kubeconfig (the run's directory is the repository): kubectl port-forward
+    # runs in another folder, so the path must be made absolute when the options are read
     run = run_harness(
         [
             "--target",
             "existing",
             "--kubeconfig",
-            str(kubeconfig),
+            os.path.relpath(kubeconfig, REPO),
             "--mode",
             "dask-kubernetes",
             "-k",
@@ -189,6 +191,9 @@ def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
     assert helm.index(f"template {release}") < helm.index("list --all-namespaces")
     listing = next(c["argv"] for c in tools.calls("helm") if c["argv"][0] == "list")
     assert "--all" in listing  # pending and failed releases too
+    repo_add = next(c for c in tools.calls("helm") if c["argv"][:2] == ["repo", "add"])
+    # the run's own repository list: the user's is never rewritten by --force-update
+    assert repo_add["repository_config"].startswith(str(temp_dir_of(run.artifacts)))
     assert helm[-1] == f"uninstall {release}"
     files = [upgrade[i + 1] for i, a in enumerate(upgrade) if a == "--values"]
     assert [Path(f).name for f in files] == [
@@ -213,13 +218,29 @@ def test_existing_target_with_no_install_tests_a_release_and_leaves_it(
 ):
     fake_kube.add_namespace("ops")
     fake_kube.install("ops", "dhub", {})
-    env = {**tools.env, "DASKHUB_E2E_HUB_TOKEN": running_stack.harness_token}
+    # $KUBECONFIG naming two files, the current context in the second: every tool (the
+    # client, kubectl) reads them merged, as kubectl does
+    other = tmp_path / "other-kubeconfig"
+    other.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "other", "cluster": {"server": "https://192.0.2.1:6443"}}],
+                "contexts": [{"name": "other", "context": {"cluster": "other", "user": "o"}}],
+                "users": [{"name": "o", "user": {"token": "x"}}],
+            }
+        )
+    )
+    env = {
+        **tools.env,
+        "DASKHUB_E2E_HUB_TOKEN": running_stack.harness_token,
+        "KUBECONFIG": f"{other}{os.pathsep}{kubeconfig}",
+    }
     run = run_harness(
         [
             "--target",
             "existing",
-            "--kubeconfig",
-            str(kubeconfig),
             "--no-install",
             "--release",
             "dhub",

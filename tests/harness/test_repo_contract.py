@@ -25,3 +25,13 @@ def test_ci_runs_exactly_the_readmes_test_command():
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     commands = [line for line in ci if line.strip() and not line.startswith(("#", "set ", "cd "))]
     assert commands == [tests]
+
+
+def test_tox_passes_what_kubeconfig_credential_plugins_read():
+    """`aws eks get-token`, gke-gcloud-auth-plugin and kubelogin read these; tox drops every
+    variable it is not told to pass, so an EKS/GKE/AKS kubeconfig would fail in `tox -e e2e`."""
+    tox = (REPO / "tox.ini").read_text()
+    passed = re.search(r"pass_env =\n((?:    .*\n)+)", tox)
+    assert passed
+    names = {line.split("#")[0].strip() for line in passed.group(1).splitlines()}
+    assert {"KUBECONFIG", "USER", "AWS_*", "CLOUDSDK_*", "GOOGLE_*", "AZURE_*"} <= names
