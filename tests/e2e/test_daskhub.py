@@ -25,10 +25,13 @@ from fixtures.hub import HubUser, UserMaker, whoami
 from fixtures.kernel import Kernel
 from fixtures.kube import (
     DASK_KUBERNETES,
+    TRAEFIK_POLICY_BUG,
     gateway_object,
     rbac_problems,
     require_no_problems,
     service_problems,
+    traefik_blockers,
+    traefik_blockers_in_cluster,
     user_pod_problems,
 )
 from fixtures.processes import log_cause
@@ -36,6 +39,7 @@ from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment, harness_files
 from fixtures.user_server import CannotSpawn, UserServer
+from fixtures.values import VALUES_DIR
 from fixtures.waiting import NotYet, scaled, wait_for
 
 #: Seconds a running cluster's dashboard may answer 404 before that counts as final.
@@ -593,7 +597,7 @@ def test_user_server(
                 "the scheduler proxy reachable from inside the user server",
                 f"the user server can not reach DASK_GATEWAY__PROXY_ADDRESS="
                 f"{env['DASK_GATEWAY__PROXY_ADDRESS']} ({seen['proxy']['error']}); "
-                "a NetworkPolicy blocking user-pod egress, or a wrong proxy address",
+                f"{_why_unreachable(deployment)}",
             )
         made = _cell(
             kernel,
@@ -678,6 +682,17 @@ def _user_pod(deployment: Deployment, username: str, note: Any) -> None:
         "the user pod's DASK_GATEWAY__* environment and ServiceAccount as the chart sets them",
     )
     note(f"user pod of {username}: DASK_GATEWAY__* and ServiceAccount as expected")
+
+
+def _why_unreachable(deployment: Deployment) -> str:
+    """On Kubernetes, the NetworkPolicy that blocks user pods from traefik, read from the
+    API; elsewhere (or when none does) the two usual causes."""
+    if deployment.kube is not None:
+        with contextlib.suppress(Exception):
+            blocked = traefik_blockers_in_cluster(deployment.kube)
+            if blocked:
+                return f"{blocked} ({TRAEFIK_POLICY_BUG.split('(')[-1]}"
+    return "a NetworkPolicy blocking user-pod egress, or a wrong proxy address"
 
 
 def _settings_follow_env(kernel: Kernel, env: dict[str, str]) -> None:
@@ -772,4 +787,25 @@ def test_gateway_disabled(options: Any, pytestconfig: pytest.Config) -> None:
         raise StageFailure(
             "no Dask Gateway objects with dask-gateway.enabled: false",
             f"helm template still renders {', '.join(left)}",
+        )
+
+
+@pytest.mark.xfail(strict=True, raises=StageFailure, reason=TRAEFIK_POLICY_BUG)
+@pytest.mark.stage("singleuser_reaches_traefik")
+def test_singleuser_reaches_traefik(options: Any) -> None:
+    """With the chart's own NetworkPolicies (the harness's values without the egress rule
+    values/kind.yaml adds), a user pod may reach the traefik pods that carry the scheduler
+    traffic. A strict expected failure while the chart blocks it (dask/helm-chart issue 445):
+    it turns red the day the chart is fixed, and kind.yaml's rule can go."""
+    kube = options.kube
+    if kube is None or not kube.install:
+        pytest.skip("renders the chart under test: needs --target kind or existing with a chart")
+    helm = Helm(kube.release, "daskhub-e2e-render", kube.chart, kube.chart_version)
+    objects = helm.template([VALUES_DIR / "daskhub-e2e.yaml"])
+    blocked = traefik_blockers(objects, kube.release)
+    if blocked:
+        raise StageFailure(
+            f"the chart's NetworkPolicies to let user pods reach "
+            f"{gateway_object('traefik', kube.release)}",
+            blocked,
         )

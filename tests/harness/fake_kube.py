@@ -11,6 +11,7 @@ from the Roles held; a namespace delete removes what is in it.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 import secrets
@@ -20,11 +21,13 @@ from typing import Any
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from fixtures.kube import DASK_KUBERNETES, gateway_name
+from fixtures.kube import DASK_KUBERNETES
+from tests.harness import renders
 
 _OBJECT = re.compile(
-    r"^/(?:api/v1|apis/[^/]+/v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?(?:/(log))?$"
+    r"^/(?:api/v1|apis/[^/]+/v1[a-z0-9]*)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?(?:/(log))?$"
 )
+_CLUSTER_OBJECT = re.compile(r"^/apis/[^/]+/v1[a-z0-9]*/((?!namespaces)[^/]+)/([^/]+)$")
 VERSION = {
     "major": "1",
     "minor": "32",
@@ -87,12 +90,6 @@ def _rule_allows(rule: dict[str, Any], group: str, resource: str, verb: str) -> 
     )
 
 
-def _dig(values: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        values = (values or {}).get(key) or {}
-    return values or None
-
-
 class FakeKube:
     """The in-memory cluster; ``url`` is its API address."""
 
@@ -108,6 +105,8 @@ class FakeKube:
         self.break_pod = ""  # a Deployment whose pod crash-loops after each install
         self.slow_pod = ""  # a Deployment that never becomes available (no failure either)
         self.lookup = True  # False: an install without tokens makes new ones (no helm lookup)
+        #: The address a LoadBalancer Service gets (None: it stays pending, as on kind).
+        self.lb_address: str | None = None
         #: When the node turns Ready (monotonic seconds): a new kind node is NotReady at first.
         self.node_ready_at = time.monotonic() + 1.5
         server.expect_request(re.compile(".*")).respond_with_handler(self.handle)
@@ -151,6 +150,12 @@ class FakeKube:
         if namespace:
             return self._namespace(method, namespace.group(1))
         found = _OBJECT.match(path)
+        cluster_scoped = _CLUSTER_OBJECT.match(path)
+        if not found and cluster_scoped:
+            obj = self.objects.get(("", cluster_scoped.group(1), cluster_scoped.group(2)))
+            if obj is None:
+                return _status(404, "NotFound", f"{cluster_scoped.group(1)} not found")
+            return _json(obj)
         if not found:
             return _status(404, "NotFound", f"the fake API does not serve {path}")
         ns, resource, name, log = found.groups()
@@ -258,17 +263,25 @@ class FakeKube:
             return _json(release) if release else _status(404, "NotFound")
         if parts[0] == "install":
             body = json.loads(request.get_data())
-            self.install(body["namespace"], body["release"], body["values"], body.get("chart", ""))
+            self.install(
+                body["namespace"],
+                body["release"],
+                body["values"],
+                body.get("chart") or "dask/daskhub",
+                body.get("version"),
+            )
             self.installed.append(body)
             if self.slow_pod:
                 deployment = self.objects[(body["namespace"], "deployments", self.slow_pod)]
                 deployment["status"]["availableReplicas"] = 0
             if self.break_pod:
+                broken = self.objects[(body["namespace"], "deployments", self.break_pod)]
+                template = broken["spec"]["template"]
                 self.add_pod(
                     body["namespace"],
                     f"{self.break_pod}-5d8f7c9b4-x2x7q",
-                    self.break_pod,
-                    {"component": self.break_pod},
+                    template["spec"]["containers"][0]["name"],
+                    template["metadata"].get("labels") or {},
                     waiting="CrashLoopBackOff",
                 )
                 deployment = self.objects[(body["namespace"], "deployments", self.break_pod)]
@@ -332,68 +345,37 @@ class FakeKube:
             **body,
         }
 
-    def install(self, ns: str, release: str, values: dict[str, Any], chart: str = "") -> None:
-        """What ``helm upgrade --install`` of DaskHub leaves in a cluster, all healthy."""
+    def install(
+        self,
+        ns: str,
+        release: str,
+        values: dict[str, Any],
+        chart: str = "dask/daskhub",
+        version: str | None = "2024.1.1",
+    ) -> None:
+        """What ``helm upgrade --install`` of DaskHub leaves in a cluster, all healthy: the
+        REAL objects of the render case these values are (tests/harness/renders.py), with a
+        running pod per Deployment replica, ready endpoints, NodePorts and, when
+        ``lb_address`` is set, LoadBalancer addresses. Tokens the values do not give are kept
+        from an existing ``hub`` Secret, as the chart's ``lookup`` keeps them."""
         if ns not in self.namespaces:
             self.add_namespace(ns)
-        p = gateway_name(release)
-        hub = values.get("jupyterhub") or {}
-        proxy_type = _dig(hub, "proxy", "service", "type") or "LoadBalancer"
-        traefik_type = _dig(values, "dask-gateway", "traefik", "service", "type") or "ClusterIP"
-        services = {
-            "hub": (8081, "ClusterIP", None),
-            "proxy-api": (8001, "ClusterIP", None),
-            "proxy-public": (80, proxy_type, _dig(hub, "proxy", "service", "nodePorts", "http")),
-            f"api-{p}": (8000, "ClusterIP", None),
-            f"traefik-{p}": (
-                80,
-                traefik_type,
-                _dig(values, "dask-gateway", "traefik", "service", "ports", "web", "nodePort"),
-            ),
+        old = self._secret_tokens(ns) if self.lookup else {}
+        given = renders.tokens_of(values)
+        tokens = {
+            role: given[role] or old.get(role) or secrets.token_hex(32)
+            for role in renders.TOKEN_ROLES
         }
-        for name, (port, kind, node_port) in services.items():
-            entry: dict[str, Any] = {"name": "http", "port": port, "protocol": "TCP"}
-            if kind in ("NodePort", "LoadBalancer"):
-                entry["nodePort"] = node_port or 31000 + port
-            self.put(ns, "services", name, {"spec": {"type": kind, "ports": [entry]}, "status": {}})
-            self.put(
-                ns,
-                "endpoints",
-                name,
-                {"subsets": [{"addresses": [{"ip": "10.244.0.9"}], "ports": [{"port": port}]}]},
-            )
-        for name in ("hub", "proxy", f"api-{p}", f"controller-{p}", f"traefik-{p}"):
-            self.put(
-                ns,
-                "deployments",
-                name,
-                {
-                    "spec": {
-                        "replicas": 1,
-                        "selector": {"matchLabels": {"app": name}},
-                        "template": {"metadata": {}, "spec": {"containers": [{"name": name}]}},
-                    },
-                    "status": {"observedGeneration": 1, "replicas": 1, "availableReplicas": 1},
-                },
-            )
-            self.add_pod(ns, f"{name}-5d8f7c9b4-x2x7q", name, {"component": name})
-        old = self.objects.get((ns, "secrets", "hub"), {}).get("data", {})
-        data = {}
-        for service in ("dask-gateway", "daskhub-e2e"):
-            key = f"hub.services.{service}.apiToken"
-            given = _dig(hub, "hub", "services", service, "apiToken")
-            token = given or (
-                base64.b64decode(old[key]).decode()
-                if key in old and self.lookup
-                else secrets.token_hex(32)
-            )
-            data[key] = base64.b64encode(token.encode()).decode()
-        self.put(ns, "secrets", "hub", {"type": "Opaque", "data": data})
-        if (
-            _dig(values, "dask-kubernetes", "enabled")
-            and _dig(values, "rbac", "enabled") is not False
-        ):
-            self.add_dask_kubernetes_rbac(ns)
+        made = renders.objects(
+            renders.version_for(chart, version),
+            renders.case_for(values, release),
+            release,
+            ns,
+            tokens,
+        )
+        for obj in renders.with_values_applied(made, values):
+            self.put_object(obj)
+        self._simulate_workloads(ns)
         self.put(
             ns,
             "events",
@@ -426,6 +408,85 @@ class FakeKube:
             "version": revision,
             "info": {"status": "deployed"},
         }
+
+    def _secret_tokens(self, ns: str) -> dict[str, str]:
+        data = self.objects.get((ns, "secrets", "hub"), {}).get("data") or {}
+        keys = {
+            "proxy": "hub.config.ConfigurableHTTPProxy.auth_token",
+            "gateway": "hub.services.dask-gateway.apiToken",
+            "harness": "hub.services.daskhub-e2e.apiToken",
+        }
+        return {
+            role: base64.b64decode(data[key]).decode() for role, key in keys.items() if key in data
+        }
+
+    def put_object(self, obj: dict[str, Any]) -> None:
+        """Store an object as the API server holds it (cluster-scoped ones under "")."""
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("labels", {})
+        meta.setdefault("generation", 1)
+        meta.setdefault("creationTimestamp", "2026-11-28T12:00:00Z")
+        ns = "" if obj["kind"] in renders.CLUSTER_SCOPED else meta["namespace"]
+        self.objects[(ns, renders.resource_of(obj["kind"]), meta["name"])] = obj
+
+    def _simulate_workloads(self, ns: str) -> None:
+        """What the cluster does with the objects: pods for Deployments, ready endpoints for
+        Services that select them, node ports and load balancer addresses."""
+        for (n, resource, name), obj in list(self.objects.items()):
+            if n != ns or resource != "deployments":
+                continue
+            spec = obj["spec"]
+            replicas = spec.get("replicas", 1)
+            obj["status"] = {
+                "observedGeneration": obj["metadata"]["generation"],
+                "replicas": replicas,
+                "availableReplicas": replicas,
+            }
+            template = spec["template"]
+            labels = template["metadata"].get("labels") or {}
+            containers = [c["name"] for c in template["spec"].get("containers") or []]
+            for replica in range(replicas):
+                suffix = "x2x7q" if replica == 0 else f"x2x7{replica}"
+                self.add_pod(ns, f"{name}-5d8f7c9b4-{suffix}", containers[0], labels)
+                pod = self.objects[(ns, "pods", f"{name}-5d8f7c9b4-{suffix}")]
+                pod["spec"]["containers"] = [
+                    {**c, "env": c.get("env") or []} for c in template["spec"]["containers"]
+                ]
+                pod["status"]["containerStatuses"] = [
+                    {**pod["status"]["containerStatuses"][0], "name": c} for c in containers
+                ]
+        for (n, resource, name), service in list(self.objects.items()):
+            if n != ns or resource != "services":
+                continue
+            spec = service["spec"]
+            spec.setdefault("clusterIP", "10.96.0.10")
+            for number, entry in enumerate(spec.get("ports") or []):
+                if spec.get("type") in ("NodePort", "LoadBalancer"):
+                    entry.setdefault("nodePort", 31000 + number)
+            service["status"] = {"loadBalancer": {}}
+            if spec.get("type") == "LoadBalancer" and self.lb_address:
+                service["status"]["loadBalancer"] = {"ingress": [{"ip": self.lb_address}]}
+            selector = spec.get("selector") or {}
+            backing = [
+                pod
+                for (m, r, _), pod in self.objects.items()
+                if m == ns
+                and r == "pods"
+                and selector
+                and selector.items() <= (pod["metadata"].get("labels") or {}).items()
+            ]
+            subsets = (
+                [
+                    {
+                        "addresses": [{"ip": "10.244.0.9"} for _ in backing],
+                        "ports": [{"port": p["port"]} for p in spec.get("ports") or []],
+                    }
+                ]
+                if backing
+                else []
+            )
+            self.put(ns, "endpoints", name, {"subsets": subsets})
 
     def add_pod(
         self,

@@ -19,7 +19,7 @@ from fixtures.values import SCHEMAS_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 #: Stages that need a Kubernetes target; elsewhere they are skipped with that reason.
-KUBERNETES_ONLY = ("dask_kubernetes", "gateway_disabled")
+KUBERNETES_ONLY = ("dask_kubernetes", "gateway_disabled", "singleuser_reaches_traefik")
 
 
 @dataclass

@@ -126,7 +126,13 @@ def _helm(args: list[str]) -> None:
         _api(
             _server(args),
             "/_fake/install",
-            {"namespace": namespace, "release": names[0], "chart": names[1], "values": values},
+            {
+                "namespace": namespace,
+                "release": names[0],
+                "chart": names[1],
+                "version": _flag(args, "--version"),
+                "values": values,
+            },
         )
         print(f'Release "{names[0]}" has been upgraded. Happy Helming!')
     elif command == "status":
@@ -150,7 +156,7 @@ def _helm(args: list[str]) -> None:
             {"namespace": namespace, "release": names[0], "status": "deployed"},
         )
     elif command == "template":
-        print(_rendered(names[0]))
+        print(_rendered(args, names))
     elif command == "pull":
         version = _flag(args, "--version") or "main"
         destination = Path(_flag(args, "--destination") or ".")
@@ -194,15 +200,31 @@ def _package_daskhub(path: Path, version: str) -> None:
             _add(tar, f"daskhub/charts/{name}-{sub}.tgz", _packaged_subchart(name, sub))
 
 
-def _rendered(release: str) -> str:
-    """What helm template prints for DaskHub, Dask Gateway always included (the chart has no
-    ``condition:`` on its dependency, so ``dask-gateway.enabled`` changes nothing)."""
-    p = release if "dask-gateway" in release else f"{release}-dask-gateway"
-    docs = [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}
-        for name in ("hub", "proxy", f"api-{p}", f"controller-{p}", f"traefik-{p}")
-    ]
-    return yaml.safe_dump_all(docs)
+def _rendered(args: list[str], names: list[str]) -> str:
+    """What ``helm template RELEASE CHART`` prints: the real chart's objects for these values
+    (the workspace's renders, tests/harness/renders.py); Dask Gateway is always included,
+    since the chart gives its dependency no ``condition:``."""
+    from tests.harness import renders  # noqa: PLC0415
+
+    release, chart = names[0], names[1]
+    files = [args[i + 1] for i, arg in enumerate(args) if arg == "--values"]
+    values = merge_all([yaml.safe_load(Path(f).read_text()) or {} for f in files])
+    for i, arg in enumerate(args):
+        if arg == "--set":
+            key, _, value = args[i + 1].partition("=")
+            *path, last = key.split(".")
+            place = values
+            for part in path:
+                place = place.setdefault(part, {})
+            place[last] = {"false": False, "true": True}.get(value, value)
+    made = renders.objects(
+        renders.version_for(chart, _flag(args, "--version")),
+        renders.case_for(values, release),
+        release,
+        _flag(args, "--namespace") or "default",
+        {},
+    )
+    return yaml.safe_dump_all(renders.with_values_applied(made, values))
 
 
 def write_kubeconfig(path: str | Path, server: str, name: str) -> Path:

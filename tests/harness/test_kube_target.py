@@ -42,7 +42,9 @@ from tests.harness import stand_ins
 from tests.harness.fake_kube import FakeKube
 from tests.harness.runner import REPO, HarnessRun, run_harness, start_harness, temp_dir_of
 
-THROUGH_KUBERNETES = "discovery or dask_kubernetes or gateway_disabled"
+THROUGH_KUBERNETES = (
+    "discovery or dask_kubernetes or gateway_disabled or singleuser_reaches_traefik"
+)
 
 
 @dataclass
@@ -169,7 +171,16 @@ def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
         tools.env,
     )
     assert run.returncode == 0, run.stdout[-3000:]
-    assert [s["outcome"] for s in run.stages] == ["passed", "passed", "passed", "xfailed"]
+    assert [s["outcome"] for s in run.stages] == [
+        "passed",
+        "passed",
+        "passed",
+        "xfailed",
+        "xfailed",
+    ]
+    assert "NetworkPolicy singleuser allows no egress from user pods to traefik-" in (
+        run.outcome("singleuser_reaches_traefik")["message"]
+    )
     discovery = run.outcome("discovery")["message"]
     assert "Services of daskhub-e2e-" in discovery
     assert "proxy-public through kubectl port-forward" in discovery
@@ -263,6 +274,7 @@ def test_existing_target_with_no_install_tests_a_release_and_leaves_it(
         "isolation": "passed",
         "dask_kubernetes": "skipped",
         "gateway_disabled": "skipped",
+        "singleuser_reaches_traefik": "skipped",
     }
     assert "1 worker computed" in run.outcome("gateway_cluster")["message"]
     assert tools.calls("helm") == []  # nothing installed, upgraded or removed

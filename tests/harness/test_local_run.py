@@ -20,6 +20,7 @@ STAGES = [
     "user_server",
     "dask_kubernetes",
     "gateway_disabled",
+    "singleuser_reaches_traefik",
 ]
 
 
