@@ -178,8 +178,9 @@ def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
         "xfailed",
         "xfailed",
     ]
-    assert "NetworkPolicy singleuser allows no egress from user pods to traefik-" in (
-        run.outcome("singleuser_reaches_traefik")["message"]
+    assert (
+        "NetworkPolicy singleuser allows no egress from user pods to traefik-"
+        in (run.outcome("singleuser_reaches_traefik")["message"])
     )
     discovery = run.outcome("discovery")["message"]
     assert "Services of daskhub-e2e-" in discovery
