@@ -528,6 +528,21 @@ def test_upgrade_from_a_published_version_runs_the_stages_before_and_after(
     helm = tools.commands("helm")
     assert "dependency update" in helm and "lint --strict" in helm
     assert helm.index("lint --strict") < helm.index("list --all-namespaces")  # gate first
+    # the new chart's CRDs, server-side, between the two installs (helm never updates CRDs)
+    order = [" ".join(c["argv"][:2]) for c in tools.calls() if c["tool"] in ("helm", "kubectl")]
+    applies = [i for i, c in enumerate(order) if c.startswith("apply")]
+    installs = [i for i, c in enumerate(order) if c == "upgrade --install"]
+    assert len(applies) == 2 and installs[0] < applies[0] and applies[-1] < installs[1]
+    for call in (c for c in tools.calls("kubectl") if c["argv"][0] == "apply"):
+        assert call["argv"][1:3] == ["--server-side", "--force-conflicts"]
+    assert {Path(c["argv"][4]).name for c in tools.calls("kubectl") if c["argv"][0] == "apply"} == {
+        "dask-gateway-daskclusters.yaml",
+        "dask-gateway-traefik.yaml",
+    }
+    assert (
+        "applied the new chart's CRDs before the upgrade"
+        in run.outcome("setup@upgraded")["message"]
+    )
     assert fake_kube.namespaces == {}
 
 
