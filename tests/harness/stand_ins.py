@@ -123,6 +123,13 @@ def _helm(args: list[str]) -> None:
         values = merge_all([yaml.safe_load(Path(f).read_text()) or {} for f in files])
         if os.environ.get("FAKE_HELM_FAIL"):
             sys.exit("Error: UPGRADE FAILED: timed out waiting for the condition")
+        hooks = float(os.environ.get("FAKE_HELM_HOOK_SECONDS") or 0)  # pre-install hooks
+        limit = _duration(_flag(args, "--timeout") or "5m0s")
+        if hooks > limit:
+            sys.exit(
+                "Error: UPGRADE FAILED: pre-upgrade hooks failed: 1 error occurred:\n"
+                "\t* timed out waiting for the condition"
+            )
         _api(
             _server(args),
             "/_fake/install",
@@ -141,10 +148,12 @@ def _helm(args: list[str]) -> None:
         except NotFoundError:
             sys.exit("Error: release: not found")
     elif command == "list":
-        pattern = re.compile(_flag(args, "--filter") or ".*")
+        pattern = re.compile(_flag(args, "--filter") or ".*")  # unanchored, as helm's
         releases = _api(_server(args), "/_fake/releases")
         if "--all-namespaces" not in args:
             releases = [r for r in releases if r["namespace"] == namespace]
+        if "--all" not in args:  # helm 3 shows only deployed and failed releases
+            releases = [r for r in releases if r["info"]["status"] in ("deployed", "failed")]
         print(json.dumps([r for r in releases if pattern.search(r["name"])]))
     elif command == "uninstall":
         _api(_server(args), "/_fake/uninstall", {"namespace": namespace, "release": names[0]})
@@ -161,11 +170,24 @@ def _helm(args: list[str]) -> None:
         version = _flag(args, "--version") or "main"
         destination = Path(_flag(args, "--destination") or ".")
         _package_daskhub(destination / f"daskhub-{version}.tgz", version)
+    elif command == "dependency" and names[:1] == ["build"]:
+        lock = Path(names[1]) / "Chart.lock"
+        if lock.exists():  # a lock out of sync with Chart.yaml: helm refuses to build
+            sys.exit(
+                "Error: the lock file (Chart.lock) is out of sync with the dependencies file "
+                "(Chart.yaml). Please update the dependencies"
+            )
     elif command == "dependency" and names[:1] == ["update"]:
         charts = Path(names[1]) / "charts"
         charts.mkdir(exist_ok=True)
         for name, version in SUBCHARTS["main"].items():
             (charts / f"{name}-{version}.tgz").write_bytes(_packaged_subchart(name, version))
+
+
+def _duration(text: str) -> float:
+    """Seconds of a Go duration as helm's --timeout takes it (600s, 5m0s, 1h)."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)([hms])", text))
 
 
 def _shared_schemas() -> Path:

@@ -168,7 +168,8 @@ def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
             THROUGH_KUBERNETES,
         ],
         tmp_path / "artifacts",
-        tools.env,
+        # the chart's pre-install hooks take longer than helm's default 5 minutes
+        {**tools.env, "FAKE_HELM_HOOK_SECONDS": "400"},
     )
     assert run.returncode == 0, run.stdout[-3000:]
     assert [s["outcome"] for s in run.stages] == [
@@ -483,6 +484,9 @@ def _local_chart(tmp_path: Path) -> Path:
     chart = tmp_path / "helm-chart" / "daskhub"
     chart.mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: daskhub\nversion: 0.0.1-dev\n")
+    # dask/helm-chart keeps a Chart.lock that often lags Chart.yaml: `helm dependency build`
+    # refuses it, `helm dependency update` does not
+    (chart / "Chart.lock").write_text("dependencies: []\ndigest: sha256:0\n")
     return chart
 
 
@@ -583,3 +587,23 @@ def test_cleanup_removes_only_what_killed_runs_on_this_machine_left(
     assert set(fake_kube.namespaces) == {"daskhub-e2e-alive1", "daskhub-e2e-other1", "team-a"}
     assert fake_kube.releases == {}
     assert [c["argv"][:2] for c in tools.calls("helm")][-1] == ["uninstall", "daskhub-e2e"]
+
+
+def test_a_pending_release_of_the_same_name_elsewhere_is_found(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    """helm list hides pending releases without --all; a half-installed one in another
+    namespace still owns the cluster-scoped objects, so the run must refuse."""
+    fake_kube.add_namespace("elsewhere")
+    fake_kube.install("elsewhere", "dhub2", {})
+    fake_kube.releases[("elsewhere", "dhub2")]["info"]["status"] = "pending-install"
+    args = ["--target", "existing", "--kubeconfig", str(kubeconfig), "--release", "dhub2"]
+    run = run_harness(
+        [*args, "-k", "discovery"],
+        tmp_path / "artifacts",
+        tools.env,
+    )
+    assert run.returncode == 1, run.stdout[-3000:]
+    assert "one is in namespace elsewhere" in run.outcome("setup")["message"]
+    assert ("elsewhere", "dhub2") in fake_kube.releases  # never touched
+    assert run.leftovers() == [] and run.files_left() == []
