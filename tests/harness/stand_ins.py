@@ -321,11 +321,25 @@ def _kubectl(args: list[str]) -> None:
         backend = _api(_server(args), f"/_fake/forward/{namespace}/{target.split('/', 1)[1]}")
     except NotFoundError:
         sys.exit(f'Error from server (NotFound): services "{target.split("/", 1)[1]}" not found')
-    listener = socket.create_server(("127.0.0.1", 0))
+    local = ports.split(":")[0]
+    listener = socket.create_server(("127.0.0.1", int(local or 0)))
     port = listener.getsockname()[1]
     print(f"Forwarding from 127.0.0.1:{port} -> {ports.lstrip(':')}", flush=True)
     print(f"Forwarding from [::1]:{port} -> {ports.lstrip(':')}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    def lost(*_: object) -> None:
+        """What kubectl >= 1.23 does on one forwarding error (the pod restarted): it ends."""
+        print(
+            f"E1202 12:00:00.000000 portforward.go:413] an error occurred forwarding {port} -> "
+            f"{ports.split(':')[1]}: error forwarding port: lost connection to pod",
+            file=sys.stderr,
+            flush=True,
+        )
+        print("error: lost connection to pod", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    signal.signal(signal.SIGUSR1, lost)  # a self-test's way to make the pod go away
     forward_connections(listener, (backend["host"], backend["port"]), threading.Event())
 
 

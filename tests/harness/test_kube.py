@@ -5,6 +5,8 @@ Nothing of the client or the harness is patched: requests cross a real socket.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,9 @@ from fixtures.kube import (
     user_pod_problems,
     wait_deployments_available,
 )
+from fixtures.kube_target import Reach
 from fixtures.port_forward import start_port_forward
+from fixtures.waiting import NotYet, wait_for
 from tests.harness import stand_ins
 from tests.harness.fake_kube import FakeKube
 
@@ -520,3 +524,40 @@ def test_a_port_forward_is_ready_when_kubectl_says_so_and_stops_by_pid(
     finally:
         forward.stop()
     assert forward.process.popen is not None and forward.process.popen.poll() is not None
+
+
+def test_a_port_forward_that_lost_its_pod_is_started_again_once_per_stage(
+    httpserver, tmp_path: Path, running_stack, api
+):
+    """kubectl >= 1.23 ends on one forwarding error ("lost connection to pod"): the next
+    stage finds it ended, starts it again on the same local port and says so; not twice in
+    one stage."""
+    fake = FakeKube(httpserver)
+    fake.forwards[(NS, "proxy-public")] = ("127.0.0.1", running_stack.ports["public"])
+    kubeconfig = stand_ins.write_kubeconfig(tmp_path / "kubeconfig", fake.url, "c")
+    kubectl = stand_ins.install(tmp_path / "bin") / "kubectl"
+    release = KubeRelease(api, NS, "dhub", "gateway", str(kubectl), kubeconfig, "v1.32.2")
+    reach = Reach(release, kind=False, log_dir=tmp_path)
+    try:
+        url = reach.address("proxy-public", 80, 30080, "http")
+        first = reach.forwards[0]
+        assert reach.heal("dashboard") == []  # alive: nothing to do
+        os.kill(first.process.pid, signal.SIGUSR1)  # the pod behind it went away
+        wait_for(lambda: first.ended() or _raise(), stage="t", what="kubectl ends", timeout=10)
+
+        said = reach.heal("dashboard")
+        assert said == [
+            "kubectl port-forward svc/proxy-public had ended (error: lost connection to pod); "
+            f"started again on port {first.local_port}"
+        ]
+        assert requests.get(url + "/hub/api/", timeout=10).status_code == 200  # same URL
+        os.kill(reach.forwards[0].process.pid, signal.SIGUSR1)
+        wait_for(lambda: reach.forwards[0].ended() or _raise(), stage="t", what="ends", timeout=10)
+        assert reach.heal("dashboard") == []  # once per stage
+        assert len(reach.heal("isolation")) == 1  # the next stage may again
+    finally:
+        reach.stop()
+
+
+def _raise() -> None:
+    raise NotYet("still running")
