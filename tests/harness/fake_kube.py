@@ -105,6 +105,10 @@ class FakeKube:
         self.break_pod = ""  # a Deployment whose pod crash-loops after each install
         self.slow_pod = ""  # a Deployment that never becomes available (no failure either)
         self.lookup = True  # False: an install without tokens makes new ones (no helm lookup)
+        #: Seconds a created Pod's image takes to pull; pulls under way: (ns, pod) -> (end, image)
+        self.pull_seconds = 1.0
+        self.pull_error = ""  # a registry's final answer for created Pods' images
+        self.pulls: dict[tuple[str, str], tuple[float, str]] = {}
         #: The address a LoadBalancer Service gets (None: it stays pending, as on kind).
         self.lb_address: str | None = None
         #: When the node turns Ready (monotonic seconds): a new kind node is NotReady at first.
@@ -120,6 +124,7 @@ class FakeKube:
     def handle(self, request: Request) -> Response:  # noqa: PLR0911 (a router)
         path, method = request.path.rstrip("/"), request.method
         self.requests.append((method, path))
+        self._advance_pulls()
         if path == "/version":
             return _json(VERSION)
         if path == "/api/v1/nodes":
@@ -165,12 +170,81 @@ class FakeKube:
             if text is None:
                 return _status(400, "BadRequest", "previous terminated container not found")
             return Response(text, content_type="text/plain")
+        if name is None and method == "POST" and resource == "pods":
+            return self._create_pod(ns, json.loads(request.get_data()))
         if name is None:
             return _json(self._list(ns, resource, request.args.get("labelSelector")))
         obj = self.objects.get((ns, resource, name))
         if obj is None:
             return _status(404, "NotFound", f'{resource} "{name}" not found')
         return _json(obj)
+
+    def _create_pod(self, ns: str, body: dict[str, Any]) -> Response:
+        """A Pod as the node runs it: its image is pulled for ``pull_seconds`` (Pending, a
+        'Pulling' event), then it runs to completion."""
+        name = body["metadata"]["name"]
+        if (ns, "pods", name) in self.objects:
+            return _status(409, "AlreadyExists", f'pods "{name}" already exists')
+        image = body["spec"]["containers"][0]["image"]
+        self.put(ns, "pods", name, {"spec": body["spec"], "status": {"phase": "Pending"}})
+        if self.pull_error:  # a pull no retry brings
+            self.objects[(ns, "pods", name)]["status"]["containerStatuses"] = [
+                {
+                    "name": "pull",
+                    "image": image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ErrImagePull", "message": self.pull_error}},
+                }
+            ]
+        else:
+            self.pulls[(ns, name)] = (time.monotonic() + self.pull_seconds, image)
+        self.put(
+            ns,
+            "events",
+            f"{name}.pulling",
+            {
+                "involvedObject": {"kind": "Pod", "name": name},
+                "reason": "Pulling",
+                "message": f'Pulling image "{image}"',
+                "type": "Normal",
+                "lastTimestamp": "2026-11-28T12:00:02Z",
+            },
+        )
+        return _json(self.objects[(ns, "pods", name)], 201)
+
+    def _advance_pulls(self) -> None:
+        for (ns, name), (done_at, image) in list(self.pulls.items()):
+            pod = self.objects.get((ns, "pods", name))
+            if pod is None or time.monotonic() < done_at:
+                continue
+            pod["status"] = {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {
+                        "name": "pull",
+                        "image": image,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+                    }
+                ],
+            }
+            self.put(
+                ns,
+                "events",
+                f"{name}.pulled",
+                {
+                    "involvedObject": {"kind": "Pod", "name": name},
+                    "reason": "Pulled",
+                    "message": f'Successfully pulled image "{image}"',
+                    "type": "Normal",
+                    "lastTimestamp": "2026-11-28T12:03:02Z",
+                },
+            )
+            del self.pulls[(ns, name)]
 
     def _nodes(self) -> dict[str, Any]:
         """One kind node: NotReady, with the not-ready taint, until its network is up

@@ -34,6 +34,7 @@ from fixtures.kube import (
 )
 from fixtures.kube_target import Reach
 from fixtures.port_forward import start_port_forward
+from fixtures.prepull import PREPULL_POD, pulling_since, start_prepull, wait_pulled
 from fixtures.waiting import NotYet, wait_for
 from tests.harness import stand_ins
 from tests.harness.fake_kube import FakeKube
@@ -561,3 +562,30 @@ def test_a_port_forward_that_lost_its_pod_is_started_again_once_per_stage(
 
 def _raise() -> None:
     raise NotYet("still running")
+
+
+def test_the_user_image_pull_is_waited_for_saying_which_and_how_long(httpserver, api):
+    """On an empty node the user image takes minutes: the wait knows a pull is under way
+    (the Pod's events) and returns once the image is there."""
+    fake = FakeKube(httpserver)
+    fake.add_namespace(NS)
+    fake.pull_seconds = 2.5
+    core = client.CoreV1Api(api)
+    image = "pangeo/base-notebook:2025.11.13"
+    assert start_prepull(core, NS, image) is None
+    assert pulling_since(core, NS, PREPULL_POD) == f'Pulling image "{image}"'
+    assert wait_pulled(core, NS, image, "setup") >= 2.0
+    assert pulling_since(core, NS, PREPULL_POD) is None
+    assert start_prepull(core, NS, image) is None  # a kept run's Pod: already there
+
+
+def test_a_user_image_that_does_not_exist_fails_at_once(httpserver, api):
+    fake = FakeKube(httpserver)
+    fake.add_namespace(NS)
+    fake.pull_error = 'failed to resolve reference "docker.io/pangeo/base-notebook:nope": not found'
+    core = client.CoreV1Api(api)
+    start_prepull(core, NS, "pangeo/base-notebook:nope")
+    began = time.monotonic()
+    with pytest.raises(StageFailure, match="ErrImagePull: failed to resolve reference"):
+        wait_pulled(core, NS, "pangeo/base-notebook:nope", "setup")
+    assert time.monotonic() - began < 10

@@ -185,6 +185,11 @@ def test_existing_target_installs_its_own_release_checks_it_and_removes_it(
     )
     discovery = run.outcome("discovery")["message"]
     assert "Services of daskhub-e2e-" in discovery
+    # the user image was pulled while the release started, and the report says how long
+    assert (
+        "user image pangeo/base-notebook:2025.11.13 on the node after"
+        in run.outcome("setup")["message"]
+    )
     assert "proxy-public through kubectl port-forward" in discovery
     assert "daskkubernetes" in run.outcome("dask_kubernetes")["message"]
     assert "no `condition:`" in run.outcome("gateway_disabled")["message"]
@@ -321,7 +326,8 @@ def test_a_crash_looping_pod_fails_setup_at_once_with_censored_diagnostics(
     pods = (diagnostics / "pods.txt").read_text()
     assert "hub-5d8f7c9b4-x2x7q  0/1 ready  CrashLoopBackOff  restarts 3" in pods
     events = (diagnostics / "events.txt").read_text().splitlines()
-    assert [line.split()[2] for line in events] == ["Pulled", "Started"]  # sorted by time
+    # sorted by time: the hub pod's pull, the pre-pull Pod's pull, the hub start
+    assert [line.split()[2] for line in events] == ["Pulled", "Pulling", "Started"]
     assert (diagnostics / "logs" / "hub-5d8f7c9b4-x2x7q.hub.previous.log").exists()
     values = yaml.safe_load((diagnostics / "values.yaml").read_text())
     services = values["jupyterhub"]["hub"]["services"]
