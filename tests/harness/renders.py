@@ -126,6 +126,16 @@ def with_values_applied(made: list[dict[str, Any]], values: dict[str, Any]) -> l
     return result
 
 
+def apply_set(values: dict[str, Any], pair: str) -> None:
+    """``--set a.b=c`` applied to ``values`` as helm does for plain keys (true/false typed)."""
+    key, _, value = pair.partition("=")
+    *path, last = key.split(".")
+    place = values
+    for part in path:
+        place = place.setdefault(part, {})
+    place[last] = {"false": False, "true": True}.get(value, value)
+
+
 def project_values(files: list[str]) -> dict[str, Any]:
     """The project's values files of a case, merged in order."""
     from fixtures.values import VALUES_DIR, merge_all  # noqa: PLC0415

@@ -26,6 +26,7 @@ from typing import Any
 import requests
 import yaml
 
+from fixtures.argv import flag_value
 from fixtures.values import SCHEMAS_ENV, SUBCHARTS, merge_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,15 +57,6 @@ def calls(log: Path, tool: str | None = None) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------- inside a stand-in
 
 
-def _flag(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def _positionals(args: list[str]) -> list[str]:
     out, skip = [], False
     for arg in args:
@@ -88,7 +80,7 @@ def _positionals(args: list[str]) -> list[str]:
 def _server(args: list[str]) -> str:
     """The API server of the current context, as kubectl and helm find it: ``--kubeconfig``
     (one file), else every file of ``$KUBECONFIG`` merged (the first to set a value wins)."""
-    given = _flag(args, "--kubeconfig")
+    given = flag_value(args, "--kubeconfig")
     files = [given] if given else (os.environ.get("KUBECONFIG") or "").split(os.pathsep)
     configs = [yaml.safe_load(Path(f).read_text()) or {} for f in files if f and Path(f).is_file()]
     if not configs:
@@ -117,14 +109,14 @@ class NotFoundError(Exception):
 
 def _helm(args: list[str]) -> None:
     command, names = args[0], _positionals(args)[1:]
-    namespace = _flag(args, "--namespace") or "default"
+    namespace = flag_value(args, "--namespace") or "default"
     if command == "upgrade":
         files = [args[i + 1] for i, arg in enumerate(args) if arg == "--values"]
         values = merge_all([yaml.safe_load(Path(f).read_text()) or {} for f in files])
         if os.environ.get("FAKE_HELM_FAIL"):
             sys.exit("Error: UPGRADE FAILED: timed out waiting for the condition")
         hooks = float(os.environ.get("FAKE_HELM_HOOK_SECONDS") or 0)  # pre-install hooks
-        limit = _duration(_flag(args, "--timeout") or "5m0s")
+        limit = _duration(flag_value(args, "--timeout") or "5m0s")
         if hooks > limit:
             sys.exit(
                 "Error: UPGRADE FAILED: pre-upgrade hooks failed: 1 error occurred:\n"
@@ -137,7 +129,7 @@ def _helm(args: list[str]) -> None:
                 "namespace": namespace,
                 "release": names[0],
                 "chart": names[1],
-                "version": _flag(args, "--version"),
+                "version": flag_value(args, "--version"),
                 "values": values,
             },
         )
@@ -148,7 +140,7 @@ def _helm(args: list[str]) -> None:
         except NotFoundError:
             sys.exit("Error: release: not found")
     elif command == "list":
-        pattern = re.compile(_flag(args, "--filter") or ".*")  # unanchored, as helm's
+        pattern = re.compile(flag_value(args, "--filter") or ".*")  # unanchored, as helm's
         releases = _api(_server(args), "/_fake/releases")
         if "--all-namespaces" not in args:
             releases = [r for r in releases if r["namespace"] == namespace]
@@ -167,8 +159,8 @@ def _helm(args: list[str]) -> None:
     elif command == "template":
         print(_rendered(args, names))
     elif command == "pull":
-        version = _flag(args, "--version") or "main"
-        destination = Path(_flag(args, "--destination") or ".")
+        version = flag_value(args, "--version") or "main"
+        destination = Path(flag_value(args, "--destination") or ".")
         _package_daskhub(destination / f"daskhub-{version}.tgz", version)
     elif command == "dependency" and names[:1] == ["build"]:
         lock = Path(names[1]) / "Chart.lock"
@@ -236,17 +228,12 @@ def _rendered(args: list[str], names: list[str]) -> str:
     values = merge_all([yaml.safe_load(Path(f).read_text()) or {} for f in files])
     for i, arg in enumerate(args):
         if arg == "--set":
-            key, _, value = args[i + 1].partition("=")
-            *path, last = key.split(".")
-            place = values
-            for part in path:
-                place = place.setdefault(part, {})
-            place[last] = {"false": False, "true": True}.get(value, value)
+            renders.apply_set(values, args[i + 1])
     made = renders.objects(
-        renders.version_for(chart, _flag(args, "--version")),
+        renders.version_for(chart, flag_value(args, "--version")),
         renders.case_for(values, release),
         release,
-        _flag(args, "--namespace") or "default",
+        flag_value(args, "--namespace") or "default",
         {},
     )
     return yaml.safe_dump_all(renders.with_values_applied(made, values))
@@ -275,23 +262,23 @@ def _kubeconfig(path: str, name: str) -> None:
 def _kind(args: list[str]) -> None:
     state = Path(os.environ["FAKE_KIND_STATE"])
     state.mkdir(parents=True, exist_ok=True)
-    name = _flag(args, "--name") or "kind"
+    name = flag_value(args, "--name") or "kind"
     if args[:2] == ["get", "clusters"]:
         names = sorted(p.stem for p in state.glob("*.json"))
         print("\n".join(names)) if names else print("No kind clusters found.", file=sys.stderr)
     elif args[:2] == ["create", "cluster"]:
-        config = _flag(args, "--config")
+        config = flag_value(args, "--config")
         (state / f"{name}.json").write_text(
             json.dumps(
                 {
-                    "image": _flag(args, "--image"),
+                    "image": flag_value(args, "--image"),
                     "config": yaml.safe_load(Path(config).read_text()) if config else None,
                 }
             )
         )
-        _kubeconfig(_flag(args, "--kubeconfig") or str(Path.home() / ".kube/config"), name)
+        _kubeconfig(flag_value(args, "--kubeconfig") or str(Path.home() / ".kube/config"), name)
     elif args[:2] == ["export", "kubeconfig"]:
-        _kubeconfig(_flag(args, "--kubeconfig") or str(Path.home() / ".kube/config"), name)
+        _kubeconfig(flag_value(args, "--kubeconfig") or str(Path.home() / ".kube/config"), name)
     elif args[:2] == ["delete", "cluster"]:
         (state / f"{name}.json").unlink(missing_ok=True)
 
@@ -316,7 +303,7 @@ def _kubectl(args: list[str]) -> None:
     if args[0] != "port-forward":
         return
     target, ports = _positionals(args)[1:3]
-    namespace = _flag(args, "--namespace") or "default"
+    namespace = flag_value(args, "--namespace") or "default"
     try:
         backend = _api(_server(args), f"/_fake/forward/{namespace}/{target.split('/', 1)[1]}")
     except NotFoundError:
@@ -385,8 +372,8 @@ def main(tool: str) -> None:
         files = [args[i + 1] for i, a in enumerate(args) if a == "--values"]
         entry["modes"] = {f: oct(os.stat(f).st_mode & 0o777) for f in files}
         entry["repository_config"] = os.environ.get("HELM_REPOSITORY_CONFIG")
-    if tool == "kind" and _flag(args, "--config"):
-        entry["config"] = yaml.safe_load(Path(str(_flag(args, "--config"))).read_text())
+    if tool == "kind" and flag_value(args, "--config"):
+        entry["config"] = yaml.safe_load(Path(str(flag_value(args, "--config"))).read_text())
     log = os.environ.get("FAKE_TOOLS_LOG")
     if log:
         with open(log, "a") as out:

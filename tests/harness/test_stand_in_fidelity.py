@@ -52,12 +52,7 @@ def _values(meta: dict[str, Any]) -> dict[str, Any]:
             "auth", {}
         ).setdefault("jupyterhub", {})["apiToken"] = tokens["gateway"]
     for pair in meta["set"]:
-        key, _, value = pair.partition("=")
-        *path, last = key.split(".")
-        place = values
-        for part in path:
-            place = place.setdefault(part, {})
-        place[last] = {"false": False, "true": True}.get(value, value)
+        renders.apply_set(values, pair)
     return values
 
 
