@@ -36,7 +36,7 @@ from fixtures.kube_target import Reach
 from fixtures.port_forward import start_port_forward
 from fixtures.prepull import PREPULL_POD, pulling_since, start_prepull, wait_pulled
 from fixtures.waiting import NotYet, wait_for
-from tests.harness import stand_ins
+from tests.harness import renders, stand_ins
 from tests.harness.fake_kube import FakeKube
 
 NS = "dhub"
@@ -594,3 +594,16 @@ def test_a_pull_no_retry_brings_ends_the_wait_at_once_with_a_note(httpserver, ap
     assert said.startswith("the user image pangeo/base-notebook:nope was not pre-pulled: pod ")
     assert "ErrImagePull: failed to resolve reference" in said
     assert time.monotonic() - began < 10
+
+
+def test_a_load_balancer_address_is_used_when_the_service_has_one(httpserver, api, tmp_path):
+    """An existing cluster whose proxy-public got an address (the chart's default type): the
+    hub is reached there, no port-forward is started (the address is never contacted here)."""
+    fake = FakeKube(httpserver)
+    fake.lb_address = "203.0.113.7"  # TEST-NET-3
+    fake.install(NS, "dhub", renders.project_values(["daskhub-e2e.yaml"]))
+    release = KubeRelease(api, NS, "dhub", "gateway", "kubectl-not-needed", None, "v1.32.2")
+    reach = Reach(release, kind=False, log_dir=tmp_path)
+    assert reach.address("proxy-public", 80, 30080, "http") == "http://203.0.113.7:80"
+    assert reach.how == ["proxy-public at its LoadBalancer address 203.0.113.7"]
+    assert reach.forwards == []
