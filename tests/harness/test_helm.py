@@ -175,5 +175,5 @@ dependencies:
 
 def test_no_helm_on_path_is_one_line_saying_what_to_install(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(UsageError, match=r"^`helm` is not on PATH; install helm 3"):
+    with pytest.raises(UsageError, match=r"^`helm` is not on PATH; install helm >= 3.7"):
         Helm("dhub", "dhub")
