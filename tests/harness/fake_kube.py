@@ -107,6 +107,9 @@ class FakeKube:
         self.lookup = True  # False: an install without tokens makes new ones (no helm lookup)
         #: Seconds a created Pod's image takes to pull; pulls under way: (ns, pod) -> (end, image)
         self.pull_seconds = 1.0
+        #: Seconds a deleted namespace stays Terminating (0: gone at once)
+        self.terminating_seconds = 0.0
+        self.terminating: dict[str, float] = {}
         self.pull_error = ""  # a registry's final answer for created Pods' images
         self.pulls: dict[tuple[str, str], tuple[float, str]] = {}
         #: The address a LoadBalancer Service gets (None: it stays pending, as on kind).
@@ -125,6 +128,10 @@ class FakeKube:
         path, method = request.path.rstrip("/"), request.method
         self.requests.append((method, path))
         self._advance_pulls()
+        for name, gone_at in list(self.terminating.items()):
+            if time.monotonic() >= gone_at:
+                self.namespaces.pop(name, None)
+                del self.terminating[name]
         if path == "/version":
             return _json(VERSION)
         if path == "/api/v1/nodes":
@@ -147,6 +154,12 @@ class FakeKube:
         if path == "/api/v1/namespaces" and method == "POST":
             body = json.loads(request.get_data())
             name = body["metadata"]["name"]
+            if name in self.terminating:
+                return _status(
+                    409,
+                    "AlreadyExists",
+                    f'object is being deleted: namespaces "{name}" already exists',
+                )
             if name in self.namespaces:
                 return _status(409, "AlreadyExists", f'namespaces "{name}" already exists')
             self.add_namespace(name, body["metadata"].get("labels") or {})
@@ -278,11 +291,15 @@ class FakeKube:
         if name not in self.namespaces:
             return _status(404, "NotFound", f'namespaces "{name}" not found')
         if method == "DELETE":
-            del self.namespaces[name]
             for key in [k for k in self.objects if k[0] == name]:
                 del self.objects[key]
             for key in [k for k in self.releases if k[0] == name]:
                 del self.releases[key]
+            if self.terminating_seconds:  # Terminating while its finalizers run
+                self.namespaces[name]["status"]["phase"] = "Terminating"
+                self.terminating.setdefault(name, time.monotonic() + self.terminating_seconds)
+            else:
+                del self.namespaces[name]
             return _json({"kind": "Status", "apiVersion": "v1", "status": "Success"})
         return _json(self.namespaces[name])
 

@@ -32,7 +32,7 @@ from fixtures.kube import (
     user_pod_problems,
     wait_deployments_available,
 )
-from fixtures.kube_target import Reach
+from fixtures.kube_target import Reach, claim_namespace
 from fixtures.port_forward import start_port_forward
 from fixtures.prepull import PREPULL_POD, pulling_since, start_prepull, wait_pulled
 from fixtures.waiting import NotYet, wait_for
@@ -607,3 +607,18 @@ def test_a_load_balancer_address_is_used_when_the_service_has_one(httpserver, ap
     assert reach.address("proxy-public", 80, 30080, "http") == "http://203.0.113.7:80"
     assert reach.how == ["proxy-public at its LoadBalancer address 203.0.113.7"]
     assert reach.forwards == []
+
+
+def test_a_namespace_still_terminating_is_waited_out_then_made_anew(httpserver, api):
+    """An earlier run's teardown deleted it a moment ago: it is Terminating for a while, and
+    creating it then is a 409; the claim waits until it is gone."""
+    fake = FakeKube(httpserver)
+    fake.terminating_seconds = 1.5
+    core = client.CoreV1Api(api)
+    assert claim_namespace(core, "daskhub-e2e-ab12cd", "run-1") is True
+    core.delete_namespace("daskhub-e2e-ab12cd")
+    assert fake.namespaces["daskhub-e2e-ab12cd"]["status"]["phase"] == "Terminating"
+    began = time.monotonic()
+    assert claim_namespace(core, "daskhub-e2e-ab12cd", "run-2") is True
+    assert time.monotonic() - began >= 1.0
+    assert fake.namespaces["daskhub-e2e-ab12cd"]["status"]["phase"] == "Active"
