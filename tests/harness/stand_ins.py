@@ -139,6 +139,11 @@ def _helm(args: list[str]) -> None:
             print(json.dumps(_api(_server(args), f"/_fake/releases/{namespace}/{names[0]}")))
         except NotFoundError:
             sys.exit("Error: release: not found")
+    elif command == "list" and "--all-namespaces" in args and os.environ.get("FAKE_HELM_NS_ONLY"):
+        sys.exit(  # what helm says to a user whose rights end at one namespace
+            'Error: list: failed to list: secrets is forbidden: User "ops" cannot list resource '
+            '"secrets" in API group "" at the cluster scope'
+        )
     elif command == "list":
         pattern = re.compile(flag_value(args, "--filter") or ".*")  # unanchored, as helm's
         releases = _api(_server(args), "/_fake/releases")
@@ -280,6 +285,8 @@ def _kind(args: list[str]) -> None:
     elif args[:2] == ["export", "kubeconfig"]:
         _kubeconfig(flag_value(args, "--kubeconfig") or str(Path.home() / ".kube/config"), name)
     elif args[:2] == ["delete", "cluster"]:
+        if os.environ.get("FAKE_KIND_DELETE_FAILS"):
+            sys.exit("ERROR: failed to delete cluster: error deleting nodes: exit status 1")
         (state / f"{name}.json").unlink(missing_ok=True)
 
 

@@ -613,3 +613,54 @@ def test_a_pending_release_of_the_same_name_elsewhere_is_found(
     assert "one is in namespace elsewhere" in run.outcome("setup")["message"]
     assert ("elsewhere", "dhub2") in fake_kube.releases  # never touched
     assert run.leftovers() == [] and run.files_left() == []
+
+
+def test_a_user_who_may_not_list_releases_everywhere_gets_a_note(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, kubeconfig: Path
+):
+    run = run_harness(
+        ["--target", "existing", "--kubeconfig", str(kubeconfig), "-k", "discovery"],
+        tmp_path / "artifacts",
+        {**tools.env, "FAKE_HELM_NS_ONLY": "1"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert (
+        "not checked whether a release of this name is in another namespace"
+        in (run.outcome("setup")["message"])
+    )
+
+
+def test_a_reused_kind_cluster_without_port_mappings_is_reached_by_port_forward(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, running_stack: LocalStack
+):
+    """A cluster made by someone else (no extraPortMappings): its NodePorts do not answer on
+    this host, so the harness port-forwards, and it leaves the cluster in place."""
+    tools.kind_state.mkdir(parents=True, exist_ok=True)
+    (tools.kind_state / "theirs.json").write_text("{}")
+    try:
+        run = run_harness(
+            ["--target", "kind", "--cluster-name", "theirs", "-k", "discovery"],
+            tmp_path / "artifacts",
+            tools.env,
+        )
+    finally:
+        shutil.rmtree(REPO / ".pytest-kind" / "theirs", ignore_errors=True)
+    assert run.returncode == 0, run.stdout[-3000:]
+    discovery = run.outcome("discovery")["message"]
+    assert "no kind port mapping answers on host port 30080" in discovery
+    assert "proxy-public through kubectl port-forward" in discovery
+    assert "delete cluster" not in tools.commands("kind")
+    assert run.leftovers() == [] and run.files_left() == []
+
+
+def test_a_kind_delete_that_fails_is_said_not_raised_over_the_outcome(
+    tmp_path: Path, tools: Tools, fake_kube: FakeKube, running_stack: LocalStack
+):
+    tools.env["FAKE_KIND_DELETE_FAILS"] = "1"
+    try:
+        run = _kind_run(tmp_path, tools, running_stack)
+    finally:
+        shutil.rmtree(REPO / ".pytest-kind" / "e2e-selftest", ignore_errors=True)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "could not delete kind cluster e2e-selftest" in run.stdout
+    assert "kind delete cluster --name e2e-selftest" in run.stdout
