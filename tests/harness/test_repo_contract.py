@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
 from tests.harness.runner import REPO
 
 
@@ -35,3 +37,26 @@ def test_tox_passes_what_kubeconfig_credential_plugins_read():
     assert passed
     names = {line.split("#")[0].strip() for line in passed.group(1).splitlines()}
     assert {"KUBECONFIG", "USER", "AWS_*", "CLOUDSDK_*", "GOOGLE_*", "AZURE_*"} <= names
+
+
+def _e2e_workflow() -> dict:
+    return yaml.safe_load((REPO / ".github" / "workflows" / "e2e.yaml").read_text())
+
+
+def test_the_kind_gate_checks_out_the_harness_not_its_caller():
+    """In a called workflow `github` is the caller's: checkout without `repository:` would
+    fetch the chart's repository, where no harness is."""
+    workflow = _e2e_workflow()
+    called = workflow[True]["workflow_call"]["inputs"]  # YAML 1.1 reads `on:` as True
+    assert called["harness-repository"]["required"] is True
+    steps = workflow["jobs"]["kind"]["steps"]
+    first = steps[0]
+    assert first["uses"].startswith("actions/checkout@")
+    assert "inputs.harness-repository" in first["with"]["repository"]
+    assert "inputs.harness-ref" in first["with"]["ref"]
+
+
+def test_the_kind_gate_keeps_its_diagnostics_when_cancelled_by_its_timeout():
+    steps = _e2e_workflow()["jobs"]["kind"]["steps"]
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
+    assert upload["if"] == "failure() || cancelled()"
