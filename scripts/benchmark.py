@@ -7,9 +7,10 @@ In one run, alternating, ROUNDS times each (wall clock of a fresh process, impor
   (b) harness, same operations: `pytest tests/e2e --target local -k "not isolation and not
       user_server"` (setup, discovery, hub_login, gateway_cluster, dashboard);
   (c) harness, full run: every stage (adds isolation and the user_server stage).
-Prints the medians, the ratios b/a and c/a, and the median seconds of each stage of (c).
+Prints the medians, the ratios b/a, c/a and c/b (what user_server and isolation add to a
+run), and the median seconds of each stage of (c).
 
-    python scripts/benchmark.py [--rounds 3]
+    python scripts/benchmark.py [--rounds 5]
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def timed(argv: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--direct-once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.direct_once:
@@ -143,6 +144,8 @@ def main() -> None:
     base = medians["a direct"]
     print(f"ratio b/a: {medians['b harness (same ops)'] / base:.2f}")
     print(f"ratio c/a: {medians['c harness (full)'] / base:.2f}")
+    ratio = medians["c harness (full)"] / medians["b harness (same ops)"]
+    print(f"ratio c/b: {ratio:.2f}")
     print("stage seconds in (c), median of the rounds:")
     for stage, seconds in stage_seconds.items():
         print(f"  {stage:16s} {statistics.median(seconds):6.2f}")

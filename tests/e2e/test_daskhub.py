@@ -131,8 +131,10 @@ def _kubernetes_services(deployment: Deployment, note: Any) -> None:
 
 
 @pytest.mark.stage("hub_login", after=("discovery",))
-def test_hub_login(deployment: Deployment, run: RunState, note: Any) -> None:
-    """A test user is made and given a token through the REST API; the hub names it back."""
+def test_hub_login(deployment: Deployment, run: RunState, note: Any, planned: list[str]) -> None:
+    """A test user is made and given a token through the REST API; the hub names it back.
+    When user_server will run, the user's server is requested now, on a helper thread, so
+    that it starts while the gateway stages run (user_server judges what it met)."""
     http = deployment.http
     identity = whoami(http, deployment.token)
     run.identity = identity
@@ -155,6 +157,10 @@ def test_hub_login(deployment: Deployment, run: RunState, note: Any) -> None:
             "a user's token, or a token with the scopes admin:users and tokens",
             f"the token of {identity.kind} {identity.name} without those scopes",
         )
+
+    if any(name.split("@")[0] == "user_server" for name in planned):
+        run.start_user_server_early("user_server", USER_SERVER_TIMEOUTS["spawn"])
+        note(f"{run.the_user().name}'s server requested for user_server")
 
     wrong = http.request("GET", "hub/api/user", token=new_token())
     if wrong.status_code != 403:
@@ -472,7 +478,7 @@ if _env.get("DASK_GATEWAY__PROXY_ADDRESS"):
         _proxy = {"ok": False, "error": f"{type(_exc).__name__}: {_exc}"}
 print("E2E-ENV " + json.dumps({"env": _env, "import": _imported, "proxy": _proxy}))
 """
-#: Cell 2: Gateway() from the environment alone, and a new cluster.
+#: Cell 2: Gateway() from the environment alone, a new cluster, and one worker asked for.
 CELL_CLUSTER = """
 import json
 import dask
@@ -486,11 +492,11 @@ cluster = gateway.new_cluster()
 print("E2E-CLUSTER " + json.dumps({
     "name": cluster.name, "dashboard_link": cluster.dashboard_link,
     "options": dict(gateway.get_cluster(cluster.name).options)}))
+cluster.scale(1)
 """
-#: Cell 3: one worker, a computation, and the versions on both sides.
+#: Cell 3: the worker, a computation, and the versions on both sides.
 CELL_COMPUTE = """
 import dask, distributed, dask_gateway
-cluster.scale(1)
 client = cluster.get_client()
 client.wait_for_workers(1, timeout=60)
 result = client.submit(sum, range(10)).result(timeout=60)
@@ -541,7 +547,8 @@ def test_user_server(
 ) -> None:
     """A user's own server runs the gateway flow from its environment alone, as a notebook."""
     user = run.the_user()
-    server = UserServer(deployment.http, user.name, user.token)
+    early = run.take_early_server()
+    server = early.server if early else UserServer(deployment.http, user.name, user.token)
     kernel = Kernel(deployment.http, user.name, user.token)
     timings: dict[str, float] = {}
     clock = time.monotonic()
@@ -553,7 +560,14 @@ def test_user_server(
 
     try:
         try:
-            server.start(stage, USER_SERVER_TIMEOUTS["spawn"], deployment.evidence)
+            if early is not None:
+                ready_after = early.result()
+                note(
+                    f"server requested after hub_login, ready {ready_after:.1f}s later; "
+                    f"this stage waited {time.monotonic() - clock:.1f}s for it"
+                )
+            else:
+                server.start(stage, USER_SERVER_TIMEOUTS["spawn"], deployment.evidence)
         except CannotSpawn as reason:
             pytest.skip(f"{reason}; the user_server stage needs a token that may start servers")
         lap("spawn")
@@ -608,6 +622,20 @@ def test_user_server(
         )
         lap("cluster")
         _settings_follow_env(kernel, env)
+        # The cluster cell asked for one worker; its dashboard is checked while it starts.
+        link = made["dashboard_link"]
+        if not str(link).startswith(env["DASK_GATEWAY__PUBLIC_ADDRESS"].rstrip("/") + "/"):
+            raise StageFailure(
+                f"a dashboard link under {env['DASK_GATEWAY__PUBLIC_ADDRESS']}", f"{link!r}"
+            )
+        first_404: list[float] = []
+        wait_for(
+            lambda: _dashboard_page(deployment, urljoin(deployment.hub_url, link), first_404),
+            stage=stage,
+            what=f"the in-server dashboard link {link} through the hub",
+            timeout=USER_SERVER_TIMEOUTS["dashboard"],
+        )
+        lap("dashboard")
         computed = _cell(
             kernel,
             CELL_COMPUTE,
@@ -622,19 +650,6 @@ def test_user_server(
                 f"computation wrong: {computed['result']!r}",
             )
         lap("compute")
-        link = made["dashboard_link"]
-        if not str(link).startswith(env["DASK_GATEWAY__PUBLIC_ADDRESS"].rstrip("/") + "/"):
-            raise StageFailure(
-                f"a dashboard link under {env['DASK_GATEWAY__PUBLIC_ADDRESS']}", f"{link!r}"
-            )
-        first_404: list[float] = []
-        wait_for(
-            lambda: _dashboard_page(deployment, urljoin(deployment.hub_url, link), first_404),
-            stage=stage,
-            what=f"the in-server dashboard link {link} through the hub",
-            timeout=USER_SERVER_TIMEOUTS["dashboard"],
-        )
-        lap("dashboard")
         image = env.get("JUPYTER_IMAGE_SPEC")
         image_from_env = env.get("DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE")
         if image_from_env and made["options"].get("image", image) != image:
@@ -721,10 +736,10 @@ def _record_server_versions(computed: dict[str, Any], recorder: Any, finding: An
 
 
 def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: str) -> None:
-    """On every outcome: the in-server cluster, the kernel, the server; then any cluster of
-    the user that the kernel left behind."""
+    """On every outcome: the in-server cluster (unless the shutdown cell just ran), the kernel,
+    the server; then any cluster of the user that the kernel left behind."""
     with contextlib.suppress(Exception):
-        if kernel.kernel_id is not None:
+        if kernel.kernel_id is not None and kernel.last_marked("E2E-SHUTDOWN") is None:
             kernel.execute(CELL_SHUTDOWN, USER_SERVER_TIMEOUTS["cluster"])
     with contextlib.suppress(Exception):
         kernel.stop()
