@@ -18,7 +18,9 @@ import distributed
 import pytest
 import websocket
 
-from fixtures.errors import StageFailure, Unrecoverable
+from fixtures.capacity import run_capacity
+from fixtures.dashboard import wait_for_dashboard
+from fixtures.errors import StageFailure
 from fixtures.helm import Helm
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
@@ -38,12 +40,10 @@ from fixtures.processes import log_cause
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment, harness_files
-from fixtures.user_server import CannotSpawn, UserServer
+from fixtures.user_server import CannotSpawn, UserServer, stop_server
 from fixtures.values import VALUES_DIR
 from fixtures.waiting import NotYet, scaled, wait_for
 
-#: Seconds a running cluster's dashboard may answer 404 before that counts as final.
-DASHBOARD_404_GRACE = 5.0
 IMAGE_HANDLER_MESSAGE = "When specifying an image you must also provide a tag"
 #: What the answer at /services/dask-gateway/api/health means, in an operator's words.
 ROUTE_HINTS = {
@@ -159,7 +159,8 @@ def test_hub_login(deployment: Deployment, run: RunState, note: Any, planned: li
         )
 
     if any(name.split("@")[0] == "user_server" for name in planned):
-        run.start_user_server_early("user_server", USER_SERVER_TIMEOUTS["spawn"])
+        timeouts = (USER_SERVER_TIMEOUTS["spawn"], USER_SERVER_TIMEOUTS["kernel"])
+        run.start_user_server_early("user_server", timeouts)
         note(f"{run.the_user().name}'s server requested for user_server")
 
     wrong = http.request("GET", "hub/api/user", token=new_token())
@@ -260,25 +261,9 @@ def _compute(
 ) -> None:
     """Connect through the scheduler proxy, wait for the worker, check a result."""
     with session.connect(name) as client:
-        wait_for(
-            lambda: _one_worker(session, client),
-            stage=stage,
-            what="one worker to join the cluster",
-            timeout=60,
-            evidence=deployment.evidence,
-        )
-        result = session.call(lambda: client.submit(sum, range(10)).result(), "a computation")
-        if result != 45:
-            raise StageFailure("sum(range(10)) == 45 computed on the cluster", repr(result))
+        session.compute_sum(client)
         versions = session.call(lambda: client.get_versions(check=False), "get_versions()")
         _compare_versions(versions, recorder, finding)
-
-
-def _one_worker(session: Any, client: Any) -> int:
-    workers = len(session.call(client.nthreads, "Client.nthreads()"))
-    if workers < 1:
-        raise NotYet("no worker yet")
-    return workers
 
 
 def _not_listed(session: Any, name: str) -> None:
@@ -315,9 +300,9 @@ def test_dashboard(deployment: Deployment, run: RunState, stage: str, finding: A
     link = run.standing_cluster(stage).dashboard_link
     if not link:
         raise StageFailure("a dashboard link in the cluster report", "none")
-    first_404: list[float] = []
-    page = wait_for(
-        lambda: _dashboard_page(deployment, link, first_404),
+    page = wait_for_dashboard(
+        deployment.http,
+        link,
         stage=stage,
         what=f"the dashboard at {link} to answer",
         timeout=30,
@@ -342,25 +327,6 @@ def test_dashboard(deployment: Deployment, run: RunState, stage: str, finding: A
                 excerpt(asset),
             )
     _dashboard_websocket(deployment, link, page)
-
-
-def _dashboard_page(deployment: Deployment, link: str, first_404: list[float]) -> str:
-    """The status page's HTML. A 404 that lasts DASHBOARD_404_GRACE seconds for a running
-    cluster will not heal: the scheduler serves no dashboard, or the route escapes the prefix."""
-    response = deployment.http.request("GET", link)
-    if response.status_code == 404:
-        first_404.append(time.monotonic())
-        if first_404[-1] - first_404[0] > DASHBOARD_404_GRACE:
-            raise Unrecoverable(
-                f"HTTP 404 for {DASHBOARD_404_GRACE:.0f}s while the cluster runs: no dashboard is "
-                "served for it (is bokeh installed where the scheduler runs?)"
-            )
-    kind = response.headers.get("Content-Type", "")
-    if response.status_code != 200 or "html" not in kind or "<title>" not in response.text:
-        raise StageFailure("the Dask status page (HTTP 200, HTML)", excerpt(response))
-    if "Dask" not in response.text:
-        raise StageFailure("a Dask page", excerpt(response))
-    return str(response.text)
 
 
 def _dashboard_websocket(deployment: Deployment, link: str, page: str) -> None:
@@ -453,6 +419,46 @@ def test_isolation(
                 "gateway.auth.jupyterhub.jupyterhubServiceName to require "
                 "access:services!service=dask-gateway",
             )
+
+
+@pytest.mark.stage("capacity", after=("gateway_cluster", "dashboard"))
+def test_capacity(
+    run: RunState, options: Any, recorder: Any, note: Any, deployment: Deployment
+) -> None:
+    """--users N fresh test users at once each start a cluster, scale it to one worker,
+    compute, open its dashboard and shut it down; per user the seconds from the request to
+    running and to a result, and p50/p95/max over the users. Red when any user fails, or when
+    p95 to running exceeds --max-cluster-start."""
+    if options.users == 0:
+        pytest.skip("--users 0: give --users N to start N users' clusters at once")
+    if run.users is None:
+        pytest.skip(
+            "the harness token is a plain user token; the capacity stage makes its users "
+            "with a token that has the scopes admin:users and tokens"
+        )
+    result = run_capacity(run, options.users)
+    recorder.capacity = result
+    summary = result.summary()
+    if result.failed:
+        causes = "; ".join(f"{r.user}: {r.error}" for r in result.failed[:3])
+        raise StageFailure(
+            f"all {result.users} users to get a cluster, a result and a dashboard",
+            f"{len(result.failed)} of {result.users} users failed; first causes: {causes}",
+            result.evidence or deployment.evidence(),
+        )
+    p95 = result.figures()["to_running"]["0.95"]
+    if options.max_cluster_start is not None and p95 > options.max_cluster_start:
+        raise StageFailure(
+            f"p95 of the seconds to running within --max-cluster-start "
+            f"{options.max_cluster_start:g}s",
+            f"p95 {p95:.1f}s ({summary})",
+        )
+    bound = (
+        f"within --max-cluster-start {options.max_cluster_start:g}s"
+        if options.max_cluster_start is not None
+        else "(no --max-cluster-start given)"
+    )
+    note(f"{summary}; p95 to running {bound}; {result.concurrency} at once")
 
 
 # ------------------------------------------------------------------ user_server: from inside
@@ -549,7 +555,7 @@ def test_user_server(
     user = run.the_user()
     early = run.take_early_server()
     server = early.server if early else UserServer(deployment.http, user.name, user.token)
-    kernel = Kernel(deployment.http, user.name, user.token)
+    kernel = early.kernel if early else Kernel(deployment.http, user.name, user.token)
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -573,7 +579,10 @@ def test_user_server(
         lap("spawn")
         _user_pod(deployment, user.name, note)
         try:
-            kernel.start(USER_SERVER_TIMEOUTS["kernel"])
+            if early is not None:
+                early.started_kernel()
+            else:
+                kernel.start(USER_SERVER_TIMEOUTS["kernel"])
         except StageFailure:
             raise
         except Exception as exc:
@@ -628,9 +637,9 @@ def test_user_server(
             raise StageFailure(
                 f"a dashboard link under {env['DASK_GATEWAY__PUBLIC_ADDRESS']}", f"{link!r}"
             )
-        first_404: list[float] = []
-        wait_for(
-            lambda: _dashboard_page(deployment, urljoin(deployment.hub_url, link), first_404),
+        wait_for_dashboard(
+            deployment.http,
+            urljoin(deployment.hub_url, link),
             stage=stage,
             what=f"the in-server dashboard link {link} through the hub",
             timeout=USER_SERVER_TIMEOUTS["dashboard"],
@@ -736,15 +745,18 @@ def _record_server_versions(computed: dict[str, Any], recorder: Any, finding: An
 
 
 def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: str) -> None:
-    """On every outcome: the in-server cluster (unless the shutdown cell just ran), the kernel,
-    the server; then any cluster of the user that the kernel left behind."""
+    """On every outcome: the in-server cluster (unless the shutdown cell just ran); the kernel
+    and the server are stopped behind the next stages (a pod's termination takes its grace
+    period; the run's teardown waits for it before the user is deleted); any cluster of the
+    user that the kernel left behind is stopped now."""
     with contextlib.suppress(Exception):
         if kernel.kernel_id is not None and kernel.last_marked("E2E-SHUTDOWN") is None:
             kernel.execute(CELL_SHUTDOWN, USER_SERVER_TIMEOUTS["cluster"])
-    with contextlib.suppress(Exception):
-        kernel.stop()
-    with contextlib.suppress(Exception):
-        server.stop(stage, USER_SERVER_TIMEOUTS["stop"])
+    run.finish_later(
+        f"stopping {server.user}'s kernel and server",
+        partial(stop_server, kernel, server, stage, USER_SERVER_TIMEOUTS["stop"]),
+        USER_SERVER_TIMEOUTS["stop"] + USER_SERVER_TIMEOUTS["kernel"],
+    )
     with contextlib.suppress(Exception):
         session = run.gateway_for(run.the_user(), stage)
         for report in session.call(session.gateway.list_clusters, "list_clusters()"):

@@ -36,6 +36,7 @@ class Case:
     deadline: float  # the deadline that governs the verdict
     fraction: float = 0.25  # the verdict must come within fraction * deadline
     select: str = "not user_server"
+    args: tuple[str, ...] = ()  # more options of the run
 
 
 CASES = [
@@ -101,6 +102,16 @@ CASES = [
     # JUPYTERHUB_API_TOKEN for that, so a mismatch no longer breaks a user's flow.
     Case("token_mismatch", None, "every stage green", STACK_START_TIMEOUT, select=""),
     Case("slow_start=4", None, "every stage green", STACK_START_TIMEOUT),
+    # Room for 3 clusters at once: the shared cluster of the earlier stages holds one, so of
+    # 4 users at once 2 get a cluster and 2 are refused the way a ResourceQuota refuses.
+    Case(
+        "cluster_quota=3",
+        "capacity",
+        "2 of 4 users failed; first causes: e2e-",
+        START_TIMEOUT,
+        fraction=0.5,
+        args=("--users", "4"),
+    ),
 ]
 
 _results: list[dict[str, object]] = []
@@ -115,7 +126,7 @@ def _write_results():
 
 @pytest.mark.parametrize("case", CASES, ids=[case.fault for case in CASES])
 def test_fault(tmp_path: Path, case: Case):
-    args = ["--target", "local", "-x"] + (["-k", case.select] if case.select else [])
+    args = ["--target", "local", "-x", *case.args] + (["-k", case.select] if case.select else [])
     run = run_harness(args, tmp_path / "artifacts", env={"DASKHUB_E2E_LOCAL_FAULTS": case.fault})
     failure = run.first_failure
     record = {
@@ -136,6 +147,11 @@ def test_fault(tmp_path: Path, case: Case):
         assert failure is not None and failure["stage"] == case.stage, run.stages
         assert case.cause in failure["message"]
         assert "Traceback" not in failure["message"]
+        if case.fault.startswith("cluster_quota"):  # each failed user names the quota
+            assert failure["message"].count("exceeded quota") == 2, failure["message"]
+        before = run.stages[: run.stages.index(failure)]
+        assert {s["outcome"] for s in before} <= {"passed", "skipped"}, before
+        assert not any(s["message"].startswith("blocked by") for s in before), before
         bound = case.fraction * case.deadline
         assert failure["seconds"] <= bound, (
             f"verdict after {failure['seconds']:.1f}s, bound {bound:.1f}s"

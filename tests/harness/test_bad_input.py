@@ -281,3 +281,29 @@ def test_a_kubernetes_option_on_the_local_target_is_refused(tmp_path: Path):
         _run(["--target", "local", "--artifacts", str(tmp_path), "--chart", "dask/daskhub"])
     )
     assert "--chart applies to --target kind or existing, not to --target local" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--users", "-1"], "--users must be a whole number from 0 to 200, not '-1'"),
+        (["--users", "ten"], "--users must be a whole number from 0 to 200, not 'ten'"),
+        (["--users", "201"], "--users must be a whole number from 0 to 200, not '201'"),
+        (
+            ["--users", "3", "--max-cluster-start", "0"],
+            "--max-cluster-start must be a positive number of seconds, not '0'",
+        ),
+        (["--max-cluster-start", "60"], "--max-cluster-start bounds the capacity stage"),
+        (["--metrics", "results.txt"], "reads only *.prom files; give a name ending in .prom"),
+        (
+            ["--metrics", "/nonexistent/daskhub-e2e.prom"],
+            "the folder /nonexistent does not exist",
+        ),
+    ],
+)
+def test_bad_capacity_and_metrics_options(tmp_path: Path, args: list[str], expected: str):
+    """--users, --max-cluster-start and --metrics are judged before any stage, in one line."""
+    line = _one_line_error(
+        _run(["--target", "local", "--artifacts", str(tmp_path / "artifacts"), *args])
+    )
+    assert expected in line

@@ -17,6 +17,7 @@ STAGES = [
     "gateway_cluster",
     "dashboard",
     "isolation",
+    "capacity",
     "user_server",
     "dask_kubernetes",
     "gateway_disabled",
@@ -56,7 +57,10 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
         "Kubernetes checks skipped: the local target has no Kubernetes API"
         in run.outcome("discovery")["message"]
     )
+    # The server was requested right after hub_login and was ready when user_server began.
+    assert "server requested for user_server" in run.outcome("hub_login")["message"]
     inside = run.outcome("user_server")["message"]
+    assert "server requested after hub_login, ready" in inside
     assert "options {'image': 'daskhub-e2e/local-user:1.0'}" in inside  # JUPYTER_IMAGE_SPEC
     assert "1 worker computed 45, dashboard OK" in inside
     titles = {f["title"] for f in run.findings}
@@ -82,3 +86,15 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
 
     assert run.leftovers() == []
     assert run.files_left() == []
+
+
+def test_the_user_server_is_requested_early_only_when_user_server_runs(tmp_path: Path):
+    """Deselected user_server: no server is spawned (the hub's log has no spawn)."""
+    run = run_harness(["--target", "local", "-k", "discovery or hub_login"], tmp_path / "artifacts")
+
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "requested" not in run.outcome("hub_login")["message"]
+    hub_log = (run.artifacts / "logs" / "hub.log").read_text()
+    assert "Adding external service dask-gateway" in hub_log
+    assert "Spawning" not in hub_log
+    assert run.leftovers() == []
