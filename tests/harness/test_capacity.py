@@ -61,8 +61,10 @@ def _dask_processes(stack: LocalStack) -> list[str]:
         found = []
         for child in psutil.Process(stack.processes["gateway"].pid).children(recursive=True):
             try:
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    found.append(" ".join(child.cmdline())[:120])
+                argv = child.cmdline()
+                dask = {"scheduler", "worker"} & set(argv[1:3])  # `[python] dask scheduler ...`
+                if child.status() != psutil.STATUS_ZOMBIE and dask:  # (not the gateway's proxy)
+                    found.append(" ".join(argv)[:120])
             except psutil.Error:
                 continue
         return found

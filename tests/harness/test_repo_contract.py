@@ -60,3 +60,23 @@ def test_the_kind_gate_keeps_its_diagnostics_when_cancelled_by_its_timeout():
     steps = _e2e_workflow()["jobs"]["kind"]["steps"]
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert upload["if"] == "failure() || cancelled()"
+
+
+def test_the_smoke_workflow_runs_live_on_a_schedule_with_the_token_in_env_only():
+    """The token reaches the run through `env:` alone (never in a command line or a template
+    inside `run:`), the URL from a repository variable, the metrics file is written and the
+    artifacts are kept whatever the outcome."""
+    text = (REPO / ".github" / "workflows" / "smoke.yaml").read_text()
+    workflow = yaml.safe_load(text)
+    on = workflow[True]
+    assert on["schedule"][0]["cron"] and "workflow_dispatch" in on
+    job = workflow["jobs"]["live"]
+    assert job["if"] == "vars.DASKHUB_E2E_HUB_URL != ''"
+    run = next(s for s in job["steps"] if "run" in s)
+    assert run["env"]["DASKHUB_E2E_HUB_TOKEN"] == "${{ secrets.DASKHUB_E2E_HUB_TOKEN }}"
+    assert run["env"]["DASKHUB_E2E_HUB_URL"] == "${{ vars.DASKHUB_E2E_HUB_URL }}"
+    assert "${{" not in run["run"]
+    assert "--target live" in run["run"] and "--metrics e2e-artifacts/" in run["run"]
+    assert text.count("secrets.") == 1
+    upload = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload"))
+    assert upload["if"] == "always()"
