@@ -279,6 +279,7 @@ def test_existing_target_with_no_install_tests_a_release_and_leaves_it(
         "gateway_cluster": "passed",
         "dashboard": "passed",
         "isolation": "passed",
+        "capacity": "skipped",
         "dask_kubernetes": "skipped",
         "gateway_disabled": "skipped",
         "singleuser_reaches_traefik": "skipped",

@@ -72,6 +72,7 @@ def test_the_smoke_workflow_runs_live_on_a_schedule_with_the_token_in_env_only()
     assert on["schedule"][0]["cron"] and "workflow_dispatch" in on
     job = workflow["jobs"]["live"]
     assert job["if"] == "vars.DASKHUB_E2E_HUB_URL != ''"
+    assert job["environment"] == "live-smoke"  # the secret is the environment's
     run = next(s for s in job["steps"] if "run" in s)
     assert run["env"]["DASKHUB_E2E_HUB_TOKEN"] == "${{ secrets.DASKHUB_E2E_HUB_TOKEN }}"
     assert run["env"]["DASKHUB_E2E_HUB_URL"] == "${{ vars.DASKHUB_E2E_HUB_URL }}"

@@ -9,20 +9,30 @@ from pathlib import Path
 
 from tests.harness.runner import KUBERNETES_ONLY, run_harness
 
-ORDER = ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation", "user_server"]
+ORDER = [
+    "discovery",
+    "hub_login",
+    "gateway_cluster",
+    "dashboard",
+    "isolation",
+    "capacity",
+    "user_server",
+]
 AFTER = {
     "discovery": [],
     "hub_login": ["discovery"],
     "gateway_cluster": ["hub_login"],
     "dashboard": ["gateway_cluster"],
     "isolation": ["gateway_cluster"],
+    "capacity": ["gateway_cluster", "dashboard"],
     "user_server": ["hub_login", "gateway_cluster"],
 }
 
 
 def _blocked_and_run(run, failed: str) -> None:
     """Every later stage that needs ``failed`` (directly or through another) is skipped as
-    blocked by what it needs; every other later stage ran."""
+    blocked by what it needs; every other later stage ran (capacity, without --users, is
+    skipped for that reason)."""
     not_passed = {failed}
     for later in ORDER[ORDER.index(failed) + 1 :]:
         record = run.outcome(later)
@@ -31,6 +41,9 @@ def _blocked_and_run(run, failed: str) -> None:
             assert record["outcome"] == "skipped", record
             assert record["message"] == f"blocked by {needs[0]}"
             not_passed.add(later)
+        elif later == "capacity":
+            assert record["outcome"] == "skipped", record
+            assert record["message"].startswith("--users 0"), record
         else:
             assert record["outcome"] == "passed", record
 
