@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -14,12 +15,25 @@ from typing import Any
 
 import psutil
 
+from fixtures.local_stack import LocalStack
 from fixtures.processes import RUN_ID_ENV, processes_of_run
 from fixtures.values import SCHEMAS_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 #: Stages that need a Kubernetes target; elsewhere they are skipped with that reason.
 KUBERNETES_ONLY = ("dask_kubernetes", "gateway_disabled", "singleuser_reaches_traefik")
+#: Every stage of a run, in the order stages.json lists them.
+STAGES = [
+    "setup",
+    "discovery",
+    "hub_login",
+    "gateway_cluster",
+    "dashboard",
+    "isolation",
+    "capacity",
+    "user_server",
+    *KUBERNETES_ONLY,
+]
 
 
 @dataclass
@@ -148,3 +162,22 @@ def run_harness(
             proc.kill()
     watcher.join()
     return HarnessRun(proc.returncode, stdout, stderr, artifacts, run_id, seen)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound for a moment, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def live_args(stack: LocalStack) -> list[str]:
+    """``--target live`` against a separately started local stack: its URL and proxy."""
+    return [
+        "--target",
+        "live",
+        "--hub-url",
+        stack.public_url,
+        "--gateway-proxy-address",
+        stack.gateway_proxy_address,
+    ]

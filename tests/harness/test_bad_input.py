@@ -14,7 +14,7 @@ import pytest
 
 from fixtures.processes import processes_of_run
 from tests.harness import stand_ins
-from tests.harness.runner import REPO, child_env
+from tests.harness.runner import REPO, child_env, closed_port
 
 USAGE_ERROR = 4
 
@@ -196,15 +196,12 @@ def test_a_token_file_readable_by_others_is_warned_about(tmp_path: Path):
     token_file = tmp_path / "token"
     token_file.write_text("0" * 64)
     os.chmod(token_file, 0o644)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
     result = _run(
         [
             "--target",
             "live",
             "--hub-url",
-            f"http://127.0.0.1:{closed}/",
+            f"http://127.0.0.1:{closed_port()}/",
             "--hub-token-file",
             str(token_file),
             "--artifacts",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,26 +20,18 @@ from fixtures.capacity import nearest_rank
 from fixtures.errors import StageFailure
 from fixtures.local_stack import LocalStack
 from fixtures.waiting import NotYet, wait_for
-from tests.harness.runner import run_harness, start_harness, temp_dir_of
+from tests.harness.runner import closed_port, live_args, run_harness, start_harness, temp_dir_of
 
 #: The stages a capacity run selects (user_server's spawn would only slow it down).
 SELECT = ["-k", "not user_server"]
 
 
-def _live(stack: LocalStack, tmp_path: Path, *extra: str, timeout: float = 400):
+def _live(stack: LocalStack, tmp_path: Path, *extra: str):
     return run_harness(
-        [
-            "--target",
-            "live",
-            "--hub-url",
-            stack.public_url,
-            "--gateway-proxy-address",
-            stack.gateway_proxy_address,
-            *extra,
-        ],
+        [*live_args(stack), *extra],
         tmp_path / "artifacts",
         env={"DASKHUB_E2E_HUB_TOKEN": stack.harness_token},
-        timeout=timeout,
+        timeout=400,
     )
 
 
@@ -165,19 +156,7 @@ def test_ctrl_c_during_capacity_removes_its_users_and_clusters_and_writes_metric
     metrics = tmp_path / "daskhub-e2e.prom"
     artifacts = tmp_path / "artifacts"
     proc, _ = start_harness(
-        [
-            "--target",
-            "live",
-            "--hub-url",
-            running_stack.public_url,
-            "--gateway-proxy-address",
-            running_stack.gateway_proxy_address,
-            "--users",
-            "6",
-            "--metrics",
-            str(metrics),
-            *SELECT,
-        ],
+        [*live_args(running_stack), "--users", "6", "--metrics", str(metrics), *SELECT],
         artifacts,
         env={"DASKHUB_E2E_HUB_TOKEN": running_stack.harness_token},
     )
@@ -216,19 +195,9 @@ def test_ctrl_c_during_capacity_removes_its_users_and_clusters_and_writes_metric
 def test_metrics_of_a_failed_run_mark_the_stages_it_never_ran(tmp_path: Path):
     """-x ends the run at its first red stage: the stages after it are `not_run`."""
     metrics = tmp_path / "smoke.prom"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    unreachable = f"http://127.0.0.1:{closed_port()}/"
     run = run_harness(
-        [
-            "--target",
-            "live",
-            "--hub-url",
-            f"http://127.0.0.1:{closed}/",
-            "-x",
-            "--metrics",
-            str(metrics),
-        ],
+        ["--target", "live", "--hub-url", unreachable, "-x", "--metrics", str(metrics)],
         tmp_path / "artifacts",
         env={"DASKHUB_E2E_HUB_TOKEN": "1" * 64},
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import requests
@@ -11,23 +10,11 @@ from fixtures.client_loop import client_loop
 from fixtures.gateway import GatewaySession
 from fixtures.local_stack import LocalStack
 from fixtures.secrets import write_secret_file
-from tests.harness.runner import run_harness
+from tests.harness.runner import closed_port, live_args, run_harness
 
 
 def _live(stack: LocalStack, token: str, artifacts: Path, *extra: str):
-    return run_harness(
-        [
-            "--target",
-            "live",
-            "--hub-url",
-            stack.public_url,
-            "--gateway-proxy-address",
-            stack.gateway_proxy_address,
-            *extra,
-        ],
-        artifacts,
-        env={"DASKHUB_E2E_HUB_TOKEN": token},
-    )
+    return run_harness([*live_args(stack), *extra], artifacts, env={"DASKHUB_E2E_HUB_TOKEN": token})
 
 
 def test_live_with_an_admin_token_passes_every_stage_and_removes_its_users(
@@ -113,11 +100,8 @@ def test_live_without_a_scheduler_proxy_runs_the_api_part_and_says_what_it_skipp
 
 
 def test_live_at_an_unreachable_url_fails_discovery_saying_so(tmp_path: Path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
     run = run_harness(
-        ["--target", "live", "--hub-url", f"http://127.0.0.1:{closed}/"],
+        ["--target", "live", "--hub-url", f"http://127.0.0.1:{closed_port()}/"],
         tmp_path / "a",
         env={"DASKHUB_E2E_HUB_TOKEN": "1" * 64},
     )

@@ -8,21 +8,7 @@ from pathlib import Path
 import yaml
 
 from fixtures.secrets import write_secret_file
-from tests.harness.runner import run_harness
-
-STAGES = [
-    "setup",
-    "discovery",
-    "hub_login",
-    "gateway_cluster",
-    "dashboard",
-    "isolation",
-    "capacity",
-    "user_server",
-    "dask_kubernetes",
-    "gateway_disabled",
-    "singleuser_reaches_traefik",
-]
+from tests.harness.runner import STAGES, run_harness
 
 
 def _canary_values(folder: Path) -> tuple[Path, list[str]]:

@@ -7,17 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.harness.runner import KUBERNETES_ONLY, run_harness
+from tests.harness.runner import KUBERNETES_ONLY, STAGES, run_harness
 
-ORDER = [
-    "discovery",
-    "hub_login",
-    "gateway_cluster",
-    "dashboard",
-    "isolation",
-    "capacity",
-    "user_server",
-]
+#: The stages after setup that run on the local target.
+ORDER = [s for s in STAGES[1:] if s not in KUBERNETES_ONLY]
 AFTER = {
     "discovery": [],
     "hub_login": ["discovery"],
