@@ -203,7 +203,7 @@ def test_gateway_cluster(
     computed = ""
     if deployment.gateway_proxy_address:
         try:
-            _compute(session, name, stage, recorder, finding, deployment)
+            _compute(session, name, recorder, finding)
         except StageFailure:
             raise
         except Exception as exc:  # the client's error; the cause is in the logs
@@ -256,9 +256,7 @@ def _bad_image_is_rejected(session: Any) -> None:
     )
 
 
-def _compute(
-    session: Any, name: str, stage: str, recorder: Any, finding: Any, deployment: Deployment
-) -> None:
+def _compute(session: Any, name: str, recorder: Any, finding: Any) -> None:
     """Connect through the scheduler proxy, wait for the worker, check a result."""
     with session.connect(name) as client:
         session.compute_sum(client)

@@ -88,6 +88,15 @@ class HarnessRun:
         ]
 
 
+#: pytest with Python's own Ctrl-C handler, as in a terminal, even when these self-tests were
+#: started with SIGINT ignored (a shell's background job without job control ignores it, and
+#: children inherit that), so that a self-test's Ctrl-C reaches the run.
+PYTEST_AS_IN_A_TERMINAL = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "import pytest; sys.exit(pytest.console_main())"
+)
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child run: none of the harness's variables but the schema folder
     the self-tests check values against."""
@@ -127,8 +136,8 @@ def start_harness(
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "pytest",
+            "-c",
+            PYTEST_AS_IN_A_TERMINAL,
             "tests/e2e",
             "-p",
             "no:cacheprovider",
