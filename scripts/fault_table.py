@@ -26,7 +26,8 @@ def table(results: list[dict]) -> str:
         bound = row["fraction"] * row["deadline"]
         seconds = "-" if row["seconds"] is None else f"{row['seconds']:.1f} (≤ {bound:.0f})"
         message = str(row["message"]).replace("|", "\\|")
-        fault = f"`{row['fault']}`" + "".join(f" `{a}`" for a in row.get("args") or ())
+        args = " ".join(row.get("args") or ())
+        fault = f"`{row['fault']}`" + (f" with `{args}`" if args else "")
         lines.append(f"| {fault} | {stage} | {message} | {seconds} |")
     return "\n".join(lines)
 
