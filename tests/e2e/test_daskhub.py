@@ -680,6 +680,9 @@ def test_user_server(
             f"({'; '.join(done['errors']) or 'cleanly'}); step seconds {timings}"
         )
     finally:
+        if early is not None:  # interrupted while the server starts: end that start first
+            early.cancel()
+            early.finish()
         _stop_everything(kernel, server, run, stage)
 
 

@@ -82,3 +82,22 @@ def test_a_deployment_that_does_not_start_is_a_setup_failure(tmp_path: Path):
     report = (run.artifacts / "report.md").read_text()
     assert "broken extraConfig" in report  # the gateway's log is the evidence
     assert run.leftovers() == []
+
+
+def test_a_red_stage_does_not_wait_for_the_user_server_still_spawning(tmp_path: Path):
+    """The user server is requested right after hub_login; when gateway_cluster then fails,
+    user_server is blocked and the run ends without waiting for that spawn (slow_spawn=120:
+    the server would start only after two minutes, as after an image pull): the hub is told
+    to stop it while it is pending (its log says "Interrupting spawner")."""
+    run = run_harness(
+        ["--target", "local"],
+        tmp_path / "artifacts",
+        env={"DASKHUB_E2E_LOCAL_FAULTS": "no_scheduler_command,slow_spawn=120"},
+        timeout=110,
+    )
+    assert run.returncode == 1, run.stdout[-3000:]
+    _blocked_and_run(run, "gateway_cluster")
+    assert "server requested for user_server" in run.outcome("hub_login")["message"]
+    assert "Interrupting spawner" in (run.artifacts / "logs" / "hub.log").read_text()
+    assert not [s for s in run.stages if s["stage"] == "teardown"], run.stages  # no problem
+    assert run.leftovers() == []
