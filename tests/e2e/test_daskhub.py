@@ -40,7 +40,7 @@ from fixtures.processes import log_cause
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment, harness_files
-from fixtures.user_server import CannotSpawn, UserServer, stop_server
+from fixtures.user_server import CannotSpawn, UserServer
 from fixtures.values import VALUES_DIR
 from fixtures.waiting import NotYet, scaled, wait_for
 
@@ -753,10 +753,12 @@ def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: s
     with contextlib.suppress(Exception):
         if kernel.kernel_id is not None and kernel.last_marked("E2E-SHUTDOWN") is None:
             kernel.execute(CELL_SHUTDOWN, USER_SERVER_TIMEOUTS["cluster"])
-    run.finish_later(
+    run.stop_server_later(
         f"stopping {server.user}'s kernel and server",
-        partial(stop_server, kernel, server, stage, USER_SERVER_TIMEOUTS["stop"]),
-        USER_SERVER_TIMEOUTS["stop"] + USER_SERVER_TIMEOUTS["kernel"],
+        server,
+        kernel,
+        stage,
+        USER_SERVER_TIMEOUTS["stop"],
     )
     with contextlib.suppress(Exception):
         session = run.gateway_for(run.the_user(), stage)
