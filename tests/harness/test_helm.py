@@ -13,6 +13,7 @@ import pytest
 
 from fixtures.errors import StageFailure, UsageError
 from fixtures.helm import Helm
+from fixtures.kube_target import helm_repositories_in
 from fixtures.secrets import generate_daskhub_secrets
 
 STAND_IN = """#!{python}
@@ -177,3 +178,18 @@ def test_no_helm_on_path_is_one_line_saying_what_to_install(monkeypatch, tmp_pat
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UsageError, match=r"^`helm` is not on PATH; install helm >= 3.7"):
         Helm("dhub", "dhub")
+
+
+def test_the_run_s_helm_repositories_are_set_for_the_run_and_restored_after(
+    monkeypatch, tmp_path: Path
+):
+    """helm's repository variables point into the run's folder while it runs; the user's own
+    value, or its absence, is back afterwards (also when the run raised)."""
+    monkeypatch.setenv("HELM_REPOSITORY_CONFIG", "/home/user/.config/helm/repositories.yaml")
+    monkeypatch.delenv("HELM_REPOSITORY_CACHE", raising=False)
+    with pytest.raises(KeyboardInterrupt), helm_repositories_in(tmp_path / "helm"):
+        assert os.environ["HELM_REPOSITORY_CONFIG"] == str(tmp_path / "helm/repositories.yaml")
+        assert os.environ["HELM_REPOSITORY_CACHE"] == str(tmp_path / "helm/repository-cache")
+        raise KeyboardInterrupt
+    assert os.environ["HELM_REPOSITORY_CONFIG"] == "/home/user/.config/helm/repositories.yaml"
+    assert "HELM_REPOSITORY_CACHE" not in os.environ
