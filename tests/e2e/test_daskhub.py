@@ -421,7 +421,7 @@ def test_isolation(
 
 @pytest.mark.stage("capacity", after=("gateway_cluster", "dashboard"))
 def test_capacity(
-    run: RunState, options: Any, recorder: Any, note: Any, deployment: Deployment
+    run: RunState, options: Any, recorder: Any, note: Any, deployment: Deployment, stage: str
 ) -> None:
     """--users N fresh test users at once each start a cluster, scale it to one worker,
     compute, open its dashboard and shut it down; per user the seconds from the request to
@@ -435,7 +435,7 @@ def test_capacity(
             "with a token that has the scopes admin:users and tokens"
         )
     result = run_capacity(run, options.users)
-    recorder.capacity = result
+    recorder.capacity[stage] = result
     summary = result.summary()
     if result.failed:
         causes = "; ".join(f"{r.user}: {r.error}" for r in result.failed[:3])

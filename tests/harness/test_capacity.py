@@ -16,9 +16,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from fixtures.capacity import nearest_rank
+from fixtures.capacity import CapacityResult, UserResult, nearest_rank
 from fixtures.errors import StageFailure
 from fixtures.local_stack import LocalStack
+from fixtures.record import Recorder
 from fixtures.waiting import NotYet, wait_for
 from tests.harness.runner import closed_port, live_args, run_harness, start_harness, temp_dir_of
 
@@ -118,10 +119,11 @@ def test_ten_users_at_once_get_clusters_with_figures_and_leave_nothing(
     assert all(u["user"] in picture for u in users)  # a row per user, under the stage
 
     samples = _samples(metrics)
-    assert _value(samples, "daskhub_e2e_capacity_users", target="live") == 10
-    assert _value(samples, "daskhub_e2e_capacity_failed_users", target="live") == 0
+    here = {"target": "live", "stage": "capacity"}
+    assert _value(samples, "daskhub_e2e_capacity_users", **here) == 10
+    assert _value(samples, "daskhub_e2e_capacity_failed_users", **here) == 0
     assert _value(
-        samples, "daskhub_e2e_capacity_seconds", target="live", measure="to_running", quantile="1"
+        samples, "daskhub_e2e_capacity_seconds", **here, measure="to_running", quantile="1"
     ) == pytest.approx(running[9])
     assert (
         _value(
@@ -228,3 +230,43 @@ def test_nearest_rank_percentiles():
     )
     assert nearest_rank([3.0], 0.5) == nearest_rank([3.0], 0.95) == 3.0
     assert nearest_rank([float(v) for v in range(1, 101)], 0.95) == 95.0
+
+
+def test_each_phase_of_an_upgrade_run_keeps_its_own_capacity_figures(tmp_path: Path):
+    """--upgrade-from runs capacity once per phase: each stage record, report section and
+    metrics series carries its own phase's users; a phase whose capacity did not run (blocked)
+    carries none of the other's."""
+    at = "2026-01-01T00:00:00+00:00"
+    before = CapacityResult(2, 2, [UserResult("e2e-a", at, 3.0, 5.0, 5.0)])
+    before.results.append(UserResult("e2e-b", at, 4.0, 6.0, 6.0))
+    after = CapacityResult(1, 1, [UserResult("e2e-c", at, 9.0, 11.0, 11.0)])
+
+    blocked = Recorder("kind", "asked for", tmp_path / "blocked")
+    blocked.capacity["capacity@2024.1.1"] = before
+    blocked.add("capacity@2024.1.1", "passed", time.time(), 6.0, "")
+    blocked.add("capacity@upgraded", "skipped", time.time(), 0.0, "blocked by dashboard")
+    assert blocked.stages[0].details == before.details()
+    assert blocked.stages[1].details is None
+
+    metrics = tmp_path / "daskhub-e2e.prom"
+    recorder = Recorder("kind", "asked for", tmp_path / "artifacts", metrics)
+    recorder.capacity["capacity@2024.1.1"] = before
+    recorder.add("capacity@2024.1.1", "passed", time.time(), 6.0, "")
+    recorder.capacity["capacity@upgraded"] = after
+    recorder.add("capacity@upgraded", "passed", time.time(), 11.0, "")
+    recorder.exit_status = 0
+    recorder.write()
+
+    assert [r.details for r in recorder.stages] == [before.details(), after.details()]
+    report = (tmp_path / "artifacts" / "report.md").read_text()
+    second = report.index("## Capacity (capacity@upgraded)")
+    assert report.index("## Capacity (capacity@2024.1.1)") < report.index("| e2e-b |") < second
+    assert report.index("| e2e-c |") > second
+    samples = _samples(metrics)
+    old = {"target": "kind", "stage": "capacity@2024.1.1"}
+    new = {"target": "kind", "stage": "capacity@upgraded"}
+    assert _value(samples, "daskhub_e2e_capacity_users", **old) == 2
+    assert _value(samples, "daskhub_e2e_capacity_users", **new) == 1
+    assert _value(
+        samples, "daskhub_e2e_capacity_seconds", **new, measure="to_running", quantile="1"
+    ) == pytest.approx(9.0)
