@@ -681,8 +681,7 @@ def test_user_server(
         )
     finally:
         if early is not None:  # interrupted while the server starts: end that start first
-            early.cancel()
-            early.finish()
+            early.abandon()
         _stop_everything(kernel, server, run, stage)
 
 
