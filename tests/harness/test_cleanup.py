@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+import requests
 
+from fixtures.background import Background
 from fixtures.faults import FAULTS_ENV
+from fixtures.http import Http
+from fixtures.hub import UserMaker
 from fixtures.processes import processes_of_run
+from fixtures.user_server import UserServer
+from fixtures.waiting import NotYet, wait_for
 from tests.harness.runner import start_harness, temp_dir_of
 
 
@@ -76,3 +83,39 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
     assert "Interrupting spawner" in hub_log
     assert processes_of_run(run_id) == []
     assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
+
+
+def test_a_test_user_is_deleted_while_its_server_runs_and_while_it_stops(running_stack):
+    """JupyterHub's user DELETE stops a running server itself, and answers 400 ("in the process
+    of stopping") while a stop is pending: the teardown's deletion goes through in both cases,
+    with no server DELETE that the harness role is refused (403)."""
+    http = Http(running_stack.public_url)
+    maker = UserMaker(http, running_stack.harness_token)
+    running, stopping = maker.create(), maker.create()
+    servers = {u.name: UserServer(http.fork(), u.name, u.token) for u in (running, stopping)}
+    for server in servers.values():
+        server.start("selftest", 60, lambda: "")
+
+    maker.delete(running.name)
+
+    def model(name: str, token: str = running_stack.harness_token) -> requests.Response:
+        return http.request("GET", f"hub/api/users/{name}", token=token)
+
+    def stop_pending() -> None:  # the user's own token reads its servers; the harness role not
+        if model(stopping.name, stopping.token).json()["servers"][""]["pending"] != "stop":
+            raise NotYet("no stop pending yet")
+
+    stop_request = partial(
+        http.fork().request, "DELETE", f"hub/api/users/{stopping.name}/server", token=stopping.token
+    )
+    stop = Background("the user's own server DELETE", stop_request).start()
+    wait_for(stop_pending, stage="selftest", what="a pending stop", timeout=10, interval=0.01)
+    maker.delete(stopping.name)
+
+    assert stop.result(30).status_code in (202, 204)
+    assert [model(u.name).status_code for u in (running, stopping)] == [404, 404]
+    hub_log = running_stack.processes["hub"].log_path.read_text()
+    assert f"400 DELETE /hub/api/users/{stopping.name} " in hub_log  # retried, then deleted
+    assert f"204 DELETE /hub/api/users/{stopping.name} " in hub_log
+    for name in servers:  # the harness token sent no server DELETE (its role is refused one)
+        assert f"/hub/api/users/{name}/server (daskhub-e2e" not in hub_log
