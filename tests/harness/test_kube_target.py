@@ -531,6 +531,8 @@ def test_upgrade_from_a_published_version_runs_the_stages_before_and_after(
     assert outcomes.index(("discovery@2024.1.1", "passed")) < outcomes.index(
         ("setup@upgraded", "passed")
     )
+    for phase in ("2024.1.1", "upgraded"):  # each phase's record carries its own notes
+        assert "hub 6." in run.outcome(f"discovery@{phase}")["message"], run.stages
     upgrades = [c for c in tools.calls("helm") if c["argv"][0] == "upgrade"]
     first, second = (c["argv"] for c in upgrades)
     assert first[3:6] == ["dask/daskhub", "--version", "2024.1.1"]
