@@ -8,8 +8,10 @@ In one run, alternating, ROUNDS times each (wall clock of a fresh process, impor
       user_server"` (setup, discovery, hub_login, gateway_cluster, dashboard);
   (u) harness, every stage but user_server: `-k "not user_server"`;
   (c) harness, full run: every stage (adds the user_server stage to (u)).
-Prints the medians, the ratios b/a and c/a, c/u (what user_server adds to a run: the
-time-to-verdict goal is c/u <= 1.4) and c/b, and the median seconds of each stage of (c).
+Prints the medians, the ratios b/a and c/a, c/u (what user_server adds to a run) and c/b
+(the time-to-verdict goal is c/b <= 1.4), the median seconds of each stage of (c), and of
+each step of its user_server (stages.json details.steps: how long the server took to be
+ready after its early request, and how much of that the stage still waited for).
 
     python scripts/benchmark.py [--rounds 5]
 """
@@ -128,6 +130,7 @@ def main() -> None:
         "c harness (full)": [],
     }
     stage_seconds: dict[str, list[float]] = {}
+    server_steps: dict[str, list[float]] = {}
     for round_ in range(args.rounds):
         runs["a direct"].append(timed([sys.executable, __file__, "--direct-once"]))
         runs["b harness (same ops)"].append(
@@ -137,6 +140,9 @@ def main() -> None:
         runs["c harness (full)"].append(timed(pytest))
         for record in json.loads((artifacts / "stages.json").read_text())["stages"]:
             stage_seconds.setdefault(record["stage"], []).append(record["seconds"])
+            if record["stage"] == "user_server":
+                for step, seconds in record.get("details", {}).get("steps", {}).items():
+                    server_steps.setdefault(step, []).append(seconds)
         print(
             f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()),
             flush=True,
@@ -153,6 +159,10 @@ def main() -> None:
     print("stage seconds in (c), median of the rounds:")
     for stage, seconds in stage_seconds.items():
         print(f"  {stage:16s} {statistics.median(seconds):6.2f}")
+    print("user_server's steps in (c), median of the rounds (min-max):")
+    for step, seconds in server_steps.items():
+        spread = f"{min(seconds):.2f}-{max(seconds):.2f}"
+        print(f"  {step:28s} {statistics.median(seconds):6.2f} ({spread})")
 
 
 if __name__ == "__main__":

@@ -554,7 +554,7 @@ def test_user_server(
     early = run.take_early_server()
     server = early.server if early else UserServer(deployment.http, user.name, user.token)
     kernel = early.kernel if early else Kernel(deployment.http, user.name, user.token)
-    timings: dict[str, float] = {}
+    timings = recorder.steps.setdefault(stage, {})  # stages.json details.steps
     clock = time.monotonic()
 
     def lap(step: str) -> None:
@@ -566,6 +566,7 @@ def test_user_server(
         try:
             if early is not None:
                 ready_after = early.result()
+                timings["server_ready_after_request"] = round(ready_after, 2)
                 note(
                     f"server requested after hub_login, ready {ready_after:.1f}s later; "
                     f"this stage waited {time.monotonic() - clock:.1f}s for it"
@@ -597,6 +598,7 @@ def test_user_server(
             USER_SERVER_TIMEOUTS["cell"],
             "the environment cell failed",
         )
+        lap("environment")
         env = seen["env"]
         missing = [name for name in REQUIRED_ENV if not env.get(name)]
         if missing:

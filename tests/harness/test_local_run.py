@@ -49,6 +49,18 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
     assert "server requested after hub_login, ready" in inside
     assert "options {'image': 'daskhub-e2e/local-user:1.0'}" in inside  # JUPYTER_IMAGE_SPEC
     assert "1 worker computed 45, dashboard OK" in inside
+    steps = run.outcome("user_server")["details"]["steps"]
+    assert list(steps) == [
+        "server_ready_after_request",
+        "spawn",
+        "kernel",
+        "environment",
+        "cluster",
+        "dashboard",
+        "compute",
+        "shutdown",
+    ]
+    assert steps["cluster"] > 0 and steps["compute"] > 0
     titles = {f["title"] for f in run.findings}
     assert "dashboards are readable anonymously" in titles
     assert "the gateway accepts a non-user (service) token" in titles
