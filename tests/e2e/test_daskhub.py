@@ -24,7 +24,7 @@ from fixtures.errors import StageFailure
 from fixtures.helm import Helm
 from fixtures.http import excerpt
 from fixtures.hub import HubUser, UserMaker, whoami
-from fixtures.kernel import Kernel
+from fixtures.kernel import CellResult, Kernel
 from fixtures.kube import (
     DASK_KUBERNETES,
     TRAEFIK_POLICY_BUG,
@@ -160,7 +160,8 @@ def test_hub_login(deployment: Deployment, run: RunState, note: Any, planned: li
 
     if any(name.split("@")[0] == "user_server" for name in planned):
         timeouts = (USER_SERVER_TIMEOUTS["spawn"], USER_SERVER_TIMEOUTS["kernel"])
-        run.start_user_server_early("user_server", timeouts)
+        first_cell = (CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"])
+        run.start_user_server_early("user_server", timeouts, first_cell)
         note(f"{run.the_user().name}'s server requested for user_server")
 
     wrong = http.request("GET", "hub/api/user", token=new_token())
@@ -532,9 +533,13 @@ REQUIRED_ENV = (
 
 
 def _cell(kernel: Kernel, code: str, marker: str, timeout: float, failure: str) -> Any:
-    """Run a cell and return the JSON it printed after ``marker``; when it raised or printed
-    nothing, fail with ``failure`` and the cell's error."""
-    result = kernel.execute(code, timeout)
+    """Run a cell and return the JSON it printed after ``marker`` (:func:`_printed`)."""
+    return _printed(kernel.execute(code, timeout), marker, failure)
+
+
+def _printed(result: CellResult, marker: str, failure: str) -> Any:
+    """The JSON a cell printed after ``marker``; when it raised or printed nothing, fail with
+    ``failure`` and the cell's error."""
     printed = result.marked(marker)
     if result.error or printed is None:
         raise StageFailure(
@@ -591,11 +596,13 @@ def test_user_server(
                 deployment.evidence(),
             ) from None
         lap("kernel")
-        seen = _cell(
-            kernel,
-            CELL_ENVIRONMENT,
+        # Run already by the early start (while the gateway stages ran), or now.
+        ran = early.first_cell_result() if early is not None else None
+        seen = _printed(
+            ran
+            if ran is not None
+            else kernel.execute(CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"]),
             "E2E-ENV",
-            USER_SERVER_TIMEOUTS["cell"],
             "the environment cell failed",
         )
         lap("environment")
