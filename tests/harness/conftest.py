@@ -12,6 +12,17 @@ import pytest
 from fixtures.local_stack import LocalStack
 from fixtures.secrets import generate_daskhub_secrets
 from fixtures.values import VALUES_DIR, check_values, load_values_file
+from tests.harness.renders import RENDERS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The self-tests read the chart's real objects from the workspace (never a copy): without
+    them, one sentence instead of a collection traceback."""
+    if not (RENDERS / "index.json").is_file():
+        raise pytest.UsageError(
+            f"no chart renders at {RENDERS}: the self-tests read them from the workspace's "
+            "shared/ folder; run them from a checkout that sits beside shared/"
+        )
 
 
 @pytest.fixture(scope="session")
