@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from jupyterhub.spawner import SimpleLocalProcessSpawner
 
+from fixtures.hub import TEST_USER_PREFIX
 from fixtures.local_stack import LocalStack
 from fixtures.processes import RUN_ID_ENV, processes_of_run
 from fixtures.values import SCHEMAS_ENV
@@ -78,6 +81,15 @@ class HarnessRun:
     def files_left(self) -> list[str]:
         """What the run left in its temp folder (it must leave nothing there)."""
         return sorted(str(p) for p in temp_dir_of(self.artifacts).iterdir())
+
+    def homes_left(self) -> list[str]:
+        """Home folders of the run's test users (named in the hub's log) that outlived it
+        where the local spawner makes them unless told otherwise (its default template)."""
+        template = SimpleLocalProcessSpawner.class_traits()["home_dir_template"].default_value
+        hub_log = (self.artifacts / "logs" / "hub.log").read_text(errors="replace")
+        users = set(re.findall(rf"\b{TEST_USER_PREFIX}[0-9a-f]{{8}}\b", hub_log))
+        homes = (Path(template.format(username=user)) for user in users)
+        return sorted(str(home) for home in homes if home.exists())
 
     def leftovers(self) -> list[str]:
         """The run's processes still alive, as readable lines."""

@@ -84,6 +84,8 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
 
     assert run.leftovers() == []
     assert run.files_left() == []
+    assert "Spawning" in (run.artifacts / "logs/hub.log").read_text()
+    assert run.homes_left() == []
 
 
 def test_the_user_server_is_requested_early_only_when_user_server_runs(tmp_path: Path):
