@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -30,8 +31,16 @@ def _canary_values(folder: Path) -> tuple[Path, list[str]]:
     return path, [proxy, gateway, harness]
 
 
+def _shared_scratch_stamp() -> int | None:
+    """When the machine's shared dask scratch folder last changed (a worker that is not told
+    otherwise makes its folder there and removes it at its end), or None if there is none."""
+    scratch = Path(tempfile.gettempdir()) / "dask-scratch-space"
+    return scratch.stat().st_mtime_ns if scratch.exists() else None
+
+
 def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp_path: Path):
     values, canaries = _canary_values(tmp_path)
+    scratch_before = _shared_scratch_stamp()
     run = run_harness(["--target", "local", "--values", str(values)], tmp_path / "artifacts")
 
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
@@ -86,6 +95,7 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
     assert run.files_left() == []
     assert "Spawning" in (run.artifacts / "logs/hub.log").read_text()
     assert run.homes_left() == []
+    assert _shared_scratch_stamp() == scratch_before  # workers used the run's own scratch
 
 
 def test_the_user_server_is_requested_early_only_when_user_server_runs(tmp_path: Path):
