@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,22 +132,25 @@ def main() -> None:
     }
     stage_seconds: dict[str, list[float]] = {}
     server_steps: dict[str, list[float]] = {}
-    for round_ in range(args.rounds):
-        runs["a direct"].append(timed([sys.executable, __file__, "--direct-once"]))
-        runs["b harness (same ops)"].append(
-            timed([*pytest, "-k", "not isolation and not user_server"])
-        )
-        runs["u harness (no user_server)"].append(timed([*pytest, "-k", "not user_server"]))
-        runs["c harness (full)"].append(timed(pytest))
-        for record in json.loads((artifacts / "stages.json").read_text())["stages"]:
-            stage_seconds.setdefault(record["stage"], []).append(record["seconds"])
-            if record["stage"] == "user_server":
-                for step, seconds in record.get("details", {}).get("steps", {}).items():
-                    server_steps.setdefault(step, []).append(seconds)
-        print(
-            f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()),
-            flush=True,
-        )
+    try:  # the artifacts are only read here; the figures are printed
+        for round_ in range(args.rounds):
+            runs["a direct"].append(timed([sys.executable, __file__, "--direct-once"]))
+            runs["b harness (same ops)"].append(
+                timed([*pytest, "-k", "not isolation and not user_server"])
+            )
+            runs["u harness (no user_server)"].append(timed([*pytest, "-k", "not user_server"]))
+            runs["c harness (full)"].append(timed(pytest))
+            for record in json.loads((artifacts / "stages.json").read_text())["stages"]:
+                stage_seconds.setdefault(record["stage"], []).append(record["seconds"])
+                if record["stage"] == "user_server":
+                    for step, seconds in record.get("details", {}).get("steps", {}).items():
+                        server_steps.setdefault(step, []).append(seconds)
+            print(
+                f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()),
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(artifacts, ignore_errors=True)
     medians = {name: statistics.median(values) for name, values in runs.items()}
     for name, median in medians.items():
         print(f"median {name}: {median:.2f}s (runs: {', '.join(f'{v:.1f}' for v in runs[name])})")
