@@ -88,6 +88,7 @@ class HarnessRun:
         template = SimpleLocalProcessSpawner.class_traits()["home_dir_template"].default_value
         hub_log = (self.artifacts / "logs" / "hub.log").read_text(errors="replace")
         users = set(re.findall(rf"\b{TEST_USER_PREFIX}[0-9a-f]{{8}}\b", hub_log))
+        assert users, "the hub's log names no test user: nothing to judge"
         homes = (Path(template.format(username=user)) for user in users)
         return sorted(str(home) for home in homes if home.exists())
 
