@@ -8,7 +8,6 @@ import contextlib
 import re
 import socket
 import time
-from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
@@ -561,6 +560,7 @@ def test_user_server(
     kernel = early.kernel if early else Kernel(deployment.http, user.name, user.token)
     timings = recorder.steps.setdefault(stage, {})  # stages.json details.steps
     clock = time.monotonic()
+    made_names: tuple[str, ...] = ()  # the in-server cluster, once it printed its name
 
     def lap(step: str) -> None:
         nonlocal clock
@@ -636,6 +636,7 @@ def test_user_server(
             USER_SERVER_TIMEOUTS["cluster"],
             "the cluster did not start from inside the server",
         )
+        made_names = (made["name"],)
         lap("cluster")
         _settings_follow_env(kernel, env)
         # The cluster cell asked for one worker; its dashboard is checked while it starts.
@@ -691,7 +692,7 @@ def test_user_server(
     finally:
         if early is not None:  # interrupted while the server starts: end that start first
             early.abandon()
-        _stop_everything(kernel, server, run, stage)
+        _stop_everything(kernel, server, run, stage, made_names)
 
 
 USER_SERVER_TIMEOUTS = {
@@ -753,11 +754,13 @@ def _record_server_versions(computed: dict[str, Any], recorder: Any, finding: An
             )
 
 
-def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: str) -> None:
+def _stop_everything(
+    kernel: Kernel, server: UserServer, run: RunState, stage: str, made: tuple[str, ...]
+) -> None:
     """On every outcome: the in-server cluster (unless the shutdown cell just ran); the kernel
     and the server are stopped behind the next stages (a pod's termination takes its grace
-    period; the run's teardown waits for it before the user is deleted); any cluster of the
-    user that the kernel left behind is stopped now."""
+    period; the run's teardown waits for it before the user is deleted); a cluster the kernel
+    left behind (``made``, or any of a user the harness made) is stopped now."""
     with contextlib.suppress(Exception):
         if kernel.kernel_id is not None and kernel.last_marked("E2E-SHUTDOWN") is None:
             kernel.execute(CELL_SHUTDOWN, USER_SERVER_TIMEOUTS["cluster"])
@@ -768,11 +771,7 @@ def _stop_everything(kernel: Kernel, server: UserServer, run: RunState, stage: s
         stage,
         USER_SERVER_TIMEOUTS["stop"],
     )
-    with contextlib.suppress(Exception):
-        session = run.gateway_for(run.the_user(), stage)
-        for report in session.call(session.gateway.list_clusters, "list_clusters()"):
-            if report.name != run.standing_name:
-                session.call(partial(session.gateway.stop_cluster, report.name), "stop_cluster()")
+    run.stop_leftover_clusters(stage, made)
 
 
 # ------------------------------------------------------------------ dask-kubernetes mode

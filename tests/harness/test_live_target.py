@@ -139,3 +139,40 @@ def test_cleanup_on_live_removes_e2e_users_and_their_clusters(
     assert "1 e2e- user(s) deleted, 1 cluster(s) stopped" in run.stdout + run.stderr
     users = requests.get(hub + "users", headers=admin, timeout=10).json()
     assert "e2e-crashed" not in [u["name"] for u in users]
+
+
+def test_a_run_as_a_plain_user_leaves_that_users_own_clusters_running(
+    running_stack: LocalStack, tmp_path: Path
+):
+    """The harness stops the clusters it made, never a given user's own: alice's cluster,
+    running before a whole run as alice (user_server included), is still running after it."""
+    admin = {"Authorization": f"token {running_stack.harness_token}"}
+    hub = running_stack.public_url + "hub/api/"
+    requests.post(hub + "users/alice", headers=admin, timeout=10).raise_for_status()
+    try:
+        token = requests.post(hub + "users/alice/tokens", headers=admin, json={}, timeout=10)
+        token_file = write_secret_file(tmp_path / "token", token.json()["token"])
+        address = running_stack.public_url + "services/dask-gateway"
+        with client_loop() as loop:
+            session = GatewaySession(
+                loop,
+                "self-test",
+                address,
+                running_stack.gateway_proxy_address,
+                token_file.read_text(),
+            )
+            own = session.submit()
+            try:
+                run = run_harness(
+                    [*live_args(running_stack), "--hub-token-file", str(token_file)],
+                    tmp_path / "a",
+                )
+                listed = session.call(session.gateway.list_clusters, "list_clusters()")
+            finally:
+                session.close()  # stops alice's cluster
+    finally:
+        requests.delete(hub + "users/alice", headers=admin, timeout=10)
+
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert run.outcome("user_server")["outcome"] == "passed"
+    assert [(c.name, c.status.name) for c in listed] == [(own, "RUNNING")]
