@@ -8,6 +8,8 @@ import contextlib
 import re
 import socket
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
@@ -39,7 +41,7 @@ from fixtures.processes import log_cause
 from fixtures.run_state import RunState
 from fixtures.secrets import new_token
 from fixtures.targets import Deployment, harness_files
-from fixtures.user_server import CannotSpawn, UserServer
+from fixtures.user_server import CannotSpawn, EarlySpawn, UserServer
 from fixtures.values import VALUES_DIR
 from fixtures.waiting import NotYet, scaled, wait_for
 
@@ -159,8 +161,10 @@ def test_hub_login(deployment: Deployment, run: RunState, note: Any, planned: li
 
     if any(name.split("@")[0] == "user_server" for name in planned):
         timeouts = (USER_SERVER_TIMEOUTS["spawn"], USER_SERVER_TIMEOUTS["kernel"])
-        first_cell = (CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"])
-        run.start_user_server_early("user_server", timeouts, first_cell)
+        first_cells = ((CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"]),)
+        if run.the_user().created:  # a cluster early only where teardown may stop it
+            first_cells += ((CELL_CLUSTER, USER_SERVER_TIMEOUTS["cluster"]),)
+        run.start_user_server_early("user_server", timeouts, first_cells, _environment_ok)
         note(f"{run.the_user().name}'s server requested for user_server")
 
     wrong = http.request("GET", "hub/api/user", token=new_token())
@@ -536,6 +540,56 @@ def _cell(kernel: Kernel, code: str, marker: str, timeout: float, failure: str) 
     return _printed(kernel.execute(code, timeout), marker, failure)
 
 
+def _early_or_now(
+    early: EarlySpawn | None, index: int, kernel: Kernel, code: str, timeout: float
+) -> CellResult:
+    """First cell ``index`` as the early start ran it (raising what it met), or run now."""
+    ran = early.cell_result(index) if early is not None else None
+    return ran if ran is not None else kernel.execute(code, timeout)
+
+
+def _check_environment(seen: dict[str, Any], why_unreachable: Callable[[], str]) -> None:
+    """What the environment cell printed (E2E-ENV) is what a notebook needs: the
+    DASK_GATEWAY__* settings, JupyterHub auth, dask_gateway importable, the scheduler proxy
+    reachable (else ``why_unreachable()`` says what may block it)."""
+    env = seen["env"]
+    missing = [name for name in REQUIRED_ENV if not env.get(name)]
+    if missing:
+        raise StageFailure(
+            f"{', '.join(REQUIRED_ENV)} in the user server's environment",
+            f"env missing: {', '.join(missing)} not set in the server",
+        )
+    if env["DASK_GATEWAY__AUTH__TYPE"] != "jupyterhub":
+        raise StageFailure(
+            "DASK_GATEWAY__AUTH__TYPE=jupyterhub", f"{env['DASK_GATEWAY__AUTH__TYPE']!r}"
+        )
+    if not seen["import"]["ok"]:
+        raise StageFailure(
+            "dask_gateway importable in the user environment",
+            f"the user environment has no dask-gateway: {seen['import']['error']}",
+        )
+    if seen["proxy"]["ok"] is False:
+        raise StageFailure(
+            "the scheduler proxy reachable from inside the user server",
+            f"the user server can not reach DASK_GATEWAY__PROXY_ADDRESS="
+            f"{env['DASK_GATEWAY__PROXY_ADDRESS']} ({seen['proxy']['error']}); "
+            f"{why_unreachable()}",
+        )
+
+
+def _environment_ok(result: CellResult) -> bool:
+    """Whether the early start may go on from the environment cell to the cluster cell: the
+    cell printed an environment that passes the checks (the stage reports any that fails)."""
+    seen = result.marked("E2E-ENV")
+    if result.error or seen is None:
+        return False
+    try:
+        _check_environment(seen, lambda: "")
+    except StageFailure:
+        return False
+    return True
+
+
 def _printed(result: CellResult, marker: str, failure: str) -> Any:
     """The JSON a cell printed after ``marker``; when it raised or printed nothing, fail with
     ``failure`` and the cell's error."""
@@ -574,7 +628,8 @@ def test_user_server(
                 timings["server_ready_after_request"] = round(ready_after, 2)
                 note(
                     f"server requested after hub_login, ready {ready_after:.1f}s later; "
-                    f"this stage waited {time.monotonic() - clock:.1f}s for it"
+                    f"{len(early.results)} of its first cells ran meanwhile; this stage "
+                    f"waited {time.monotonic() - clock:.1f}s for them"
                 )
             else:
                 server.start(stage, USER_SERVER_TIMEOUTS["spawn"], deployment.evidence)
@@ -596,49 +651,25 @@ def test_user_server(
                 deployment.evidence(),
             ) from None
         lap("kernel")
-        # Run already by the early start (while the gateway stages ran), or now.
-        ran = early.first_cell_result() if early is not None else None
+        # Each of the first cells was run already by the early start (while the gateway
+        # stages ran), or is run now.
         seen = _printed(
-            ran
-            if ran is not None
-            else kernel.execute(CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"]),
+            _early_or_now(early, 0, kernel, CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"]),
             "E2E-ENV",
             "the environment cell failed",
         )
         lap("environment")
         env = seen["env"]
-        missing = [name for name in REQUIRED_ENV if not env.get(name)]
-        if missing:
-            raise StageFailure(
-                f"{', '.join(REQUIRED_ENV)} in the user server's environment",
-                f"env missing: {', '.join(missing)} not set in the server",
-            )
-        if env["DASK_GATEWAY__AUTH__TYPE"] != "jupyterhub":
-            raise StageFailure(
-                "DASK_GATEWAY__AUTH__TYPE=jupyterhub", f"{env['DASK_GATEWAY__AUTH__TYPE']!r}"
-            )
-        if not seen["import"]["ok"]:
-            raise StageFailure(
-                "dask_gateway importable in the user environment",
-                f"the user environment has no dask-gateway: {seen['import']['error']}",
-            )
-        if seen["proxy"]["ok"] is False:
-            raise StageFailure(
-                "the scheduler proxy reachable from inside the user server",
-                f"the user server can not reach DASK_GATEWAY__PROXY_ADDRESS="
-                f"{env['DASK_GATEWAY__PROXY_ADDRESS']} ({seen['proxy']['error']}); "
-                f"{_why_unreachable(deployment)}",
-            )
-        made = _cell(
-            kernel,
-            CELL_CLUSTER,
-            "E2E-CLUSTER",
-            USER_SERVER_TIMEOUTS["cluster"],
-            "the cluster did not start from inside the server",
+        _check_environment(seen, partial(_why_unreachable, deployment))
+        cluster_cell = _early_or_now(
+            early, 1, kernel, CELL_CLUSTER, USER_SERVER_TIMEOUTS["cluster"]
+        )
+        made = _printed(
+            cluster_cell, "E2E-CLUSTER", "the cluster did not start from inside the server"
         )
         made_names = (made["name"],)
         lap("cluster")
-        _settings_follow_env(kernel, env)
+        _settings_follow_env(cluster_cell, env)
         # The cluster cell asked for one worker; its dashboard is checked while it starts.
         link = made["dashboard_link"]
         if not str(link).startswith(env["DASK_GATEWAY__PUBLIC_ADDRESS"].rstrip("/") + "/"):
@@ -729,9 +760,9 @@ def _why_unreachable(deployment: Deployment) -> str:
     return "a NetworkPolicy blocking user-pod egress, or a wrong proxy address"
 
 
-def _settings_follow_env(kernel: Kernel, env: dict[str, str]) -> None:
+def _settings_follow_env(cluster_cell: CellResult, env: dict[str, str]) -> None:
     """Gateway() in the server resolved its address and proxy from DASK_GATEWAY__*."""
-    printed = kernel.last_marked("E2E-SETTINGS")
+    printed = cluster_cell.marked("E2E-SETTINGS")
     expected = {
         "address": env["DASK_GATEWAY__ADDRESS"].rstrip("/"),
         "proxy_address": env["DASK_GATEWAY__PROXY_ADDRESS"],

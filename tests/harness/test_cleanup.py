@@ -16,6 +16,8 @@ from fixtures.faults import FAULTS_ENV
 from fixtures.http import Http
 from fixtures.hub import UserMaker
 from fixtures.processes import processes_of_run
+from fixtures.run_state import RunState
+from fixtures.targets import Deployment
 from fixtures.user_server import UserServer
 from fixtures.waiting import NotYet, wait_for
 from tests.harness.runner import start_harness, temp_dir_of
@@ -122,3 +124,48 @@ def test_a_test_user_is_deleted_while_its_server_runs_and_while_it_stops(running
     assert f"204 DELETE /hub/api/users/{stopping.name} " in hub_log
     for name in servers:  # the harness token sent no server DELETE (its role is refused one)
         assert f"/hub/api/users/{name}/server (daskhub-e2e" not in hub_log
+
+
+#: A notebook cell that leaves its cluster running past its kernel's end.
+CELL_LEAVES_A_CLUSTER = """
+import json
+from dask_gateway import Gateway
+cluster = Gateway().new_cluster(shutdown_on_close=False)
+print("E2E-LEFT " + json.dumps({"name": cluster.name}))
+"""
+
+
+def test_a_cluster_left_by_an_early_cell_no_stage_took_is_stopped_at_the_end(running_stack):
+    """user_server blocked or interrupted after the early start ran its cells: the run's
+    close stops the server and every cluster of the test user, here one a cell left running
+    past its kernel (as a notebook can); the gateway logs "Cluster <name> stopped"."""
+    http = Http(running_stack.public_url)
+    state = RunState(
+        Deployment(
+            "live",
+            running_stack.public_url,
+            running_stack.harness_token,
+            running_stack.gateway_proxy_address,
+            http,
+            lambda: "",
+        )
+    )
+    state.users = UserMaker(http, running_stack.harness_token)
+    state.user = state.users.create()
+    state.start_user_server_early(
+        "selftest", (60, 30), ((CELL_LEAVES_A_CLUSTER, 60),), lambda result: True
+    )
+    early = state.early_server
+    assert early is not None and early.finish()
+    ran = early.cell_result(0)
+    assert ran is not None and ran.error is None, ran
+    left = ran.marked("E2E-LEFT")["name"]
+
+    assert state.close() == []
+    gateway_log = running_stack.processes["gateway"].log_path
+
+    def stopped() -> None:
+        if f"Cluster {left} stopped" not in gateway_log.read_text():
+            raise NotYet(f"no 'Cluster {left} stopped' in the gateway log")
+
+    wait_for(stopped, stage="selftest", what=f"cluster {left} to stop", timeout=30)
