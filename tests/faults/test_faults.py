@@ -98,6 +98,15 @@ CASES = [
         fraction=0.2,
         select="user_server or not isolation",
     ),
+    # Found at once (the local spawner watches its process), not after the hub's http_timeout.
+    Case(
+        "user_server_exits",
+        "user_server",
+        "exited with code 2 before it listened",
+        USER_SERVER_DEADLINE,
+        fraction=0.1,
+        select="user_server or not isolation",
+    ),
     # gateway 2026.3.0 checks users' tokens with the hub itself and never uses its own
     # JUPYTERHUB_API_TOKEN for that, so a mismatch no longer breaks a user's flow.
     Case("token_mismatch", None, "every stage green", STACK_START_TIMEOUT, select=""),
