@@ -4,6 +4,7 @@ temp folders are gone, whichever stage was running."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,7 @@ from fixtures.background import Background
 from fixtures.faults import FAULTS_ENV
 from fixtures.http import Http
 from fixtures.hub import UserMaker
-from fixtures.processes import processes_of_run
+from fixtures.processes import interrupts_deferred, interrupts_held, processes_of_run
 from fixtures.run_state import RunState
 from fixtures.targets import Deployment
 from fixtures.user_server import UserServer
@@ -23,13 +24,9 @@ from fixtures.waiting import NotYet, wait_for
 from tests.harness.runner import start_harness, temp_dir_of
 
 
-@pytest.mark.parametrize(
-    "stage",
-    ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation", "user_server"],
-)
-def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str):
-    proc, run_id = start_harness(["--target", "local"], tmp_path / "artifacts")
-    marker = f"daskhub-e2e: stage {stage} starting"
+def _read_until(proc: subprocess.Popen[str], marker: str) -> None:
+    """Read the run's output until a line holds ``marker`` (at most 120 s); fail with what
+    it printed when none did."""
     seen = []
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
@@ -38,6 +35,15 @@ def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str
         if marker in line or time.monotonic() > deadline:
             break
     assert any(marker in line for line in seen), "".join(seen)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation", "user_server"],
+)
+def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str):
+    proc, run_id = start_harness(["--target", "local"], tmp_path / "artifacts")
+    _read_until(proc, f"daskhub-e2e: stage {stage} starting")
     if stage in ("gateway_cluster", "dashboard", "user_server"):
         time.sleep(1.0)  # let the stage get into its cluster or server work first
     assert processes_of_run(run_id), "the run had no processes to stop"
@@ -63,15 +69,7 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
     proc, run_id = start_harness(
         ["--target", "local"], tmp_path / "artifacts", env={FAULTS_ENV: "slow_spawn=120"}
     )
-    marker = f"daskhub-e2e: stage {stage} starting"
-    seen = []
-    deadline = time.monotonic() + 120
-    assert proc.stdout is not None
-    for line in proc.stdout:  # ends when the child closes its output
-        seen.append(line)
-        if marker in line or time.monotonic() > deadline:
-            break
-    assert any(marker in line for line in seen), "".join(seen)
+    _read_until(proc, f"daskhub-e2e: stage {stage} starting")
     time.sleep(1.0)
     assert any("time.sleep" in " ".join(p.cmdline()) for p in processes_of_run(run_id)), (
         "the pending user server is not among the run's processes"
@@ -88,6 +86,51 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
     assert "is slow to" not in hub_log.split("Interrupting spawner")[0]
     assert processes_of_run(run_id) == []
     assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
+
+
+def test_ctrl_c_during_the_cleanup_is_held_until_it_ends_and_a_second_one_stops_it_at_once(
+    tmp_path: Path,
+):
+    """pytest gives up the fixtures left to tear down when one of them raises
+    KeyboardInterrupt, which would leave the hub, the gateway and the clusters running. A
+    Ctrl-C in teardown is held instead (the hang=teardown fault keeps the run there, before the
+    stack's removal), and a second one ends the run at once through the emergency stop, with
+    exit code 2 and nothing left."""
+    proc, run_id = start_harness(
+        ["--target", "local", "-k", "discovery"],
+        tmp_path / "artifacts",
+        env={FAULTS_ENV: "hang=teardown"},
+    )
+    _read_until(proc, "daskhub-e2e: stage discovery passed")
+    time.sleep(1.0)  # into the teardown, where the fault blocks
+    proc.send_signal(signal.SIGINT)
+    _read_until(proc, "daskhub-e2e: Ctrl-C: removing what the run started first")
+    time.sleep(1.0)
+    assert proc.poll() is None, "the first Ctrl-C ended the run before its cleanup"
+    assert processes_of_run(run_id), "the run's processes are gone before its cleanup"
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - interrupted
+
+    assert proc.returncode == 2, out[-3000:] + err[-2000:]
+    assert took < 20, f"the second Ctrl-C took {took:.0f}s to end the run"
+    assert "Ctrl-C again during the run's cleanup: what it started was stopped at once" in out
+    assert processes_of_run(run_id) == []
+    assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
+    assert (tmp_path / "artifacts" / "stages.json").is_file()
+
+
+def test_a_process_start_inside_the_teardown_hold_leaves_its_ctrl_c_to_that_hold():
+    """Alone, a process start (interrupts_deferred) raises a Ctrl-C that came during it once
+    it is done; inside the teardown's hold (interrupts_held) it must not raise it halfway
+    through the teardown: the outer hold has it."""
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        signal.raise_signal(signal.SIGINT)
+    with interrupts_held() as outer:
+        with interrupts_deferred():
+            signal.raise_signal(signal.SIGINT)
+        assert outer == [signal.SIGINT]
 
 
 def test_a_test_user_is_deleted_while_its_server_runs_and_while_it_stops(running_stack):
