@@ -37,6 +37,17 @@ def _read_until(proc: subprocess.Popen[str], marker: str) -> None:
     assert any(marker in line for line in seen), "".join(seen)
 
 
+def _ctrl_c_ends_the_run(proc: subprocess.Popen[str]) -> str:
+    """Press Ctrl-C: the run must end within 20 s, interrupted (exit code 2); its output."""
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    took = time.monotonic() - interrupted
+    assert proc.returncode == 2, out[-3000:] + err[-2000:]
+    assert took < 20, f"Ctrl-C took {took:.0f}s to end the run"
+    return out
+
+
 @pytest.mark.parametrize(
     "stage",
     ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation", "user_server"],
@@ -74,13 +85,7 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
     assert any("time.sleep" in " ".join(p.cmdline()) for p in processes_of_run(run_id)), (
         "the pending user server is not among the run's processes"
     )
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    took = time.monotonic() - interrupted
-
-    assert proc.returncode == 2, out[-3000:] + err[-2000:]
-    assert took < 20, f"Ctrl-C took {took:.0f}s to end the run"
+    _ctrl_c_ends_the_run(proc)
     hub_log = (tmp_path / "artifacts" / "logs" / "hub.log").read_text()
     assert "Interrupting spawner" in hub_log
     assert "is slow to" not in hub_log.split("Interrupting spawner")[0]
@@ -108,13 +113,7 @@ def test_ctrl_c_during_the_cleanup_is_held_until_it_ends_and_a_second_one_stops_
     time.sleep(1.0)
     assert proc.poll() is None, "the first Ctrl-C ended the run before its cleanup"
     assert processes_of_run(run_id), "the run's processes are gone before its cleanup"
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    took = time.monotonic() - interrupted
-
-    assert proc.returncode == 2, out[-3000:] + err[-2000:]
-    assert took < 20, f"the second Ctrl-C took {took:.0f}s to end the run"
+    out = _ctrl_c_ends_the_run(proc)
     assert "Ctrl-C again during the run's cleanup: what it started was stopped at once" in out
     assert processes_of_run(run_id) == []
     assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
