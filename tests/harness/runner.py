@@ -50,7 +50,14 @@ class HarnessRun:
 
     @property
     def stages(self) -> list[dict[str, Any]]:
-        return list(json.loads((self.artifacts / "stages.json").read_text())["stages"])
+        """stages.json's stages; a run that wrote none fails the test with what it printed."""
+        written = self.artifacts / "stages.json"
+        if not written.exists():
+            raise AssertionError(
+                f"the run wrote no {written} (exit {self.returncode}); it printed:\n"
+                f"{self.stdout[-2000:]}{self.stderr[-2000:]}"
+            )
+        return list(json.loads(written.read_text())["stages"])
 
     def outcome(self, stage: str) -> dict[str, Any]:
         return next(s for s in self.stages if s["stage"] == stage)
@@ -103,10 +110,11 @@ class HarnessRun:
 
 #: pytest with Python's own Ctrl-C handler, as in a terminal, even when these self-tests were
 #: started with SIGINT ignored (a shell's background job without job control ignores it, and
-#: children inherit that), so that a self-test's Ctrl-C reaches the run.
+#: children inherit that), so that a self-test's Ctrl-C reaches the run. The rest is
+#: ``python -m pytest`` itself (pytest.console_main is deprecated for this since pytest 9.1).
 PYTEST_AS_IN_A_TERMINAL = (
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "import pytest; sys.exit(pytest.console_main())"
+    "import signal, runpy; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('pytest', run_name='__main__', alter_sys=True)"
 )
 
 
