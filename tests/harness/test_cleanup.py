@@ -48,6 +48,14 @@ def _ctrl_c_ends_the_run(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+def _left_nothing(run_id: str, artifacts: Path) -> None:
+    """The interrupted run left no process (not even a zombie) and nothing in its temp
+    folder, and still wrote its stages.json."""
+    assert processes_of_run(run_id) == []
+    assert list(temp_dir_of(artifacts).iterdir()) == []
+    assert (artifacts / "stages.json").is_file()
+
+
 @pytest.mark.parametrize(
     "stage",
     ["discovery", "hub_login", "gateway_cluster", "dashboard", "isolation", "user_server"],
@@ -61,9 +69,7 @@ def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str
     out = _ctrl_c_ends_the_run(proc)
 
     assert "KeyboardInterrupt" in out
-    assert processes_of_run(run_id) == []
-    assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
-    assert (tmp_path / "artifacts" / "stages.json").is_file()
+    _left_nothing(run_id, tmp_path / "artifacts")
 
 
 @pytest.mark.parametrize("stage", ["gateway_cluster", "user_server"])
@@ -87,8 +93,7 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
     hub_log = (tmp_path / "artifacts" / "logs" / "hub.log").read_text()
     assert "Interrupting spawner" in hub_log
     assert "is slow to" not in hub_log.split("Interrupting spawner")[0]
-    assert processes_of_run(run_id) == []
-    assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
+    _left_nothing(run_id, tmp_path / "artifacts")
 
 
 def test_ctrl_c_during_the_cleanup_is_held_until_it_ends_and_a_second_one_stops_it_at_once(
@@ -113,9 +118,7 @@ def test_ctrl_c_during_the_cleanup_is_held_until_it_ends_and_a_second_one_stops_
     assert processes_of_run(run_id), "the run's processes are gone before its cleanup"
     out = _ctrl_c_ends_the_run(proc)
     assert "Ctrl-C again during the run's cleanup: what it started was stopped at once" in out
-    assert processes_of_run(run_id) == []
-    assert list(temp_dir_of(tmp_path / "artifacts").iterdir()) == []
-    assert (tmp_path / "artifacts" / "stages.json").is_file()
+    _left_nothing(run_id, tmp_path / "artifacts")
 
 
 def test_a_process_start_inside_the_teardown_hold_leaves_its_ctrl_c_to_that_hold():
