@@ -9,9 +9,10 @@ In one run, alternating, ROUNDS times each (wall clock of a fresh process, impor
   (u) harness, every stage but user_server: `-k "not user_server"`;
   (c) harness, full run: every stage (adds the user_server stage to (u)).
 Prints the medians, the ratios b/a and c/a, c/u (what user_server adds to a run) and c/b
-(the time-to-verdict goal is c/b <= 1.4), the median seconds of each stage of (c), and of
-each step of its user_server (stages.json details.steps: how long the server took to be
-ready after its early request, and how much of that the stage still waited for).
+(the time-to-verdict goal is c/b <= 1.4), the differences c-u and c-b in seconds (steadier:
+a cost b and c share moves the ratios, not these), the median seconds of each stage of (c),
+and of each step of its user_server (stages.json details.steps: how long the server took to
+be ready after its early request, and how much of that the stage still waited for).
 
     python scripts/benchmark.py [--rounds 5]
 """
@@ -160,6 +161,10 @@ def main() -> None:
     full = medians["c harness (full)"]
     print(f"ratio c/u: {full / medians['u harness (no user_server)']:.2f}")
     print(f"ratio c/b: {full / medians['b harness (same ops)']:.2f}")
+    # The ratios move with every cost b and c share (a faster setup raises them); the
+    # differences are what user_server itself adds to the time to a verdict.
+    print(f"difference c-u: {full - medians['u harness (no user_server)']:.2f}s")
+    print(f"difference c-b: {full - medians['b harness (same ops)']:.2f}s")
     print("stage seconds in (c), median of the rounds:")
     for stage, seconds in stage_seconds.items():
         print(f"  {stage:16s} {statistics.median(seconds):6.2f}")
