@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,19 @@ def start_harness(
         text=True,
     )
     return proc, run_id
+
+
+def read_until(proc: subprocess.Popen[str], marker: str) -> None:
+    """Read a started run's output until a line holds ``marker`` (at most 120 s); fail with
+    what it printed when none did."""
+    seen = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:  # ends when the child closes its output
+        seen.append(line)
+        if marker in line or time.monotonic() > deadline:
+            break
+    assert any(marker in line for line in seen), "".join(seen)
 
 
 def run_harness(

@@ -21,7 +21,14 @@ from fixtures.errors import StageFailure
 from fixtures.local_stack import LocalStack
 from fixtures.record import Recorder
 from fixtures.waiting import NotYet, wait_for
-from tests.harness.runner import closed_port, live_args, run_harness, start_harness, temp_dir_of
+from tests.harness.runner import (
+    closed_port,
+    live_args,
+    read_until,
+    run_harness,
+    start_harness,
+    temp_dir_of,
+)
 
 #: The stages a capacity run selects (user_server's spawn would only slow it down).
 SELECT = ["-k", "not user_server"]
@@ -162,13 +169,7 @@ def test_ctrl_c_during_capacity_removes_its_users_and_clusters_and_writes_metric
         artifacts,
         env={"DASKHUB_E2E_HUB_TOKEN": running_stack.harness_token},
     )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "stage capacity starting" in line:
-            break
-    assert any("stage capacity starting" in line for line in seen), "".join(seen)
+    read_until(proc, "stage capacity starting")
 
     def users_made() -> None:  # the test user, the second user and the six
         if len(_e2e_users(running_stack)) < 8:

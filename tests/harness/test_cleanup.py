@@ -21,20 +21,7 @@ from fixtures.run_state import RunState
 from fixtures.targets import Deployment
 from fixtures.user_server import UserServer
 from fixtures.waiting import NotYet, wait_for
-from tests.harness.runner import start_harness, temp_dir_of
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str) -> None:
-    """Read the run's output until a line holds ``marker`` (at most 120 s); fail with what
-    it printed when none did."""
-    seen = []
-    deadline = time.monotonic() + 120
-    assert proc.stdout is not None
-    for line in proc.stdout:  # ends when the child closes its output
-        seen.append(line)
-        if marker in line or time.monotonic() > deadline:
-            break
-    assert any(marker in line for line in seen), "".join(seen)
+from tests.harness.runner import read_until, start_harness, temp_dir_of
 
 
 def _ctrl_c_ends_the_run(proc: subprocess.Popen[str]) -> str:
@@ -62,7 +49,7 @@ def _left_nothing(run_id: str, artifacts: Path) -> None:
 )
 def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str):
     proc, run_id = start_harness(["--target", "local"], tmp_path / "artifacts")
-    _read_until(proc, f"daskhub-e2e: stage {stage} starting")
+    read_until(proc, f"daskhub-e2e: stage {stage} starting")
     if stage in ("gateway_cluster", "dashboard", "user_server"):
         time.sleep(1.0)  # let the stage get into its cluster or server work first
     assert processes_of_run(run_id), "the run had no processes to stop"
@@ -84,7 +71,7 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
     proc, run_id = start_harness(
         ["--target", "local"], tmp_path / "artifacts", env={FAULTS_ENV: "slow_spawn=120"}
     )
-    _read_until(proc, f"daskhub-e2e: stage {stage} starting")
+    read_until(proc, f"daskhub-e2e: stage {stage} starting")
     time.sleep(1.0)
     assert any("time.sleep" in " ".join(p.cmdline()) for p in processes_of_run(run_id)), (
         "the pending user server is not among the run's processes"
@@ -109,10 +96,10 @@ def test_ctrl_c_during_the_cleanup_is_held_until_it_ends_and_a_second_one_stops_
         tmp_path / "artifacts",
         env={FAULTS_ENV: "hang=teardown"},
     )
-    _read_until(proc, "daskhub-e2e: stage discovery passed")
+    read_until(proc, "daskhub-e2e: stage discovery passed")
     time.sleep(1.0)  # into the teardown, where the fault blocks
     proc.send_signal(signal.SIGINT)
-    _read_until(proc, "daskhub-e2e: Ctrl-C: removing what the run started first")
+    read_until(proc, "daskhub-e2e: Ctrl-C: removing what the run started first")
     time.sleep(1.0)
     assert proc.poll() is None, "the first Ctrl-C ended the run before its cleanup"
     assert processes_of_run(run_id), "the run's processes are gone before its cleanup"
