@@ -12,7 +12,10 @@ Prints the medians, the ratios b/a and c/a, c/u (what user_server adds to a run)
 (the time-to-verdict goal is c/b <= 1.4), the differences c-u and c-b in seconds (steadier:
 a cost b and c share moves the ratios, not these), the median seconds of each stage of (c),
 and of each step of its user_server (stages.json details.steps: how long the server took to
-be ready after its early request, and how much of that the stage still waited for).
+be ready after its early request, and how much of that the stage still waited for), and
+the CPU seconds each run used (this process's reaped descendants: a lower bound, a process
+left to another parent is not counted), with what c-u costs in CPU and the least wall time
+that is on this machine's cores.
 
     python scripts/benchmark.py [--rounds 5]
 """
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,18 +94,26 @@ def direct_once() -> None:
 RUN_TIMEOUT = 600
 
 
-def timed(argv: list[str]) -> float:
-    started = time.monotonic()
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's descendants reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``argv`` run to its end; exits the benchmark if it failed."""
+    started, cpu_before = time.monotonic(), children_cpu()
     result = subprocess.run(
         argv, cwd=REPO, capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT
     )
     seconds = time.monotonic() - started
+    cpu = children_cpu() - cpu_before
     if result.returncode != 0:
         sys.exit(
             f"benchmark run failed ({' '.join(argv[-6:])}):\n{result.stdout[-3000:]}"
             f"{result.stderr[-2000:]}"
         )
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -131,16 +144,21 @@ def main() -> None:
         "u harness (no user_server)": [],
         "c harness (full)": [],
     }
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+
+    def measure(name: str, argv: list[str]) -> None:
+        wall_seconds, cpu_seconds = timed(argv)
+        runs[name].append(wall_seconds)
+        cpu[name].append(cpu_seconds)
+
     stage_seconds: dict[str, list[float]] = {}
     server_steps: dict[str, list[float]] = {}
     try:  # the artifacts are only read here; the figures are printed
         for round_ in range(args.rounds):
-            runs["a direct"].append(timed([sys.executable, __file__, "--direct-once"]))
-            runs["b harness (same ops)"].append(
-                timed([*pytest, "-k", "not isolation and not user_server"])
-            )
-            runs["u harness (no user_server)"].append(timed([*pytest, "-k", "not user_server"]))
-            runs["c harness (full)"].append(timed(pytest))
+            measure("a direct", [sys.executable, __file__, "--direct-once"])
+            measure("b harness (same ops)", [*pytest, "-k", "not isolation and not user_server"])
+            measure("u harness (no user_server)", [*pytest, "-k", "not user_server"])
+            measure("c harness (full)", pytest)
             for record in json.loads((artifacts / "stages.json").read_text())["stages"]:
                 stage_seconds.setdefault(record["stage"], []).append(record["seconds"])
                 if record["stage"] == "user_server":
@@ -165,6 +183,18 @@ def main() -> None:
     # differences are what user_server itself adds to the time to a verdict.
     print(f"difference c-u: {full - medians['u harness (no user_server)']:.2f}s")
     print(f"difference c-b: {full - medians['b harness (same ops)']:.2f}s")
+    # What user_server adds is real processes (the server, its kernel, a cluster's scheduler,
+    # nanny and worker); their CPU seconds over the cores are the least wall time they add.
+    cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
+    for name, median in cpu_medians.items():
+        print(f"median CPU seconds {name}: {median:.2f}")
+    cores = len(os.sched_getaffinity(0))
+    added = cpu_medians["c harness (full)"] - cpu_medians["u harness (no user_server)"]
+    without = medians["u harness (no user_server)"]
+    print(
+        f"CPU c-u: {added:.2f}s, at least {added / cores:.2f}s of wall time on {cores} cores "
+        f"(so c/u no lower than {(without + added / cores) / without:.2f} here)"
+    )
     print("stage seconds in (c), median of the rounds:")
     for stage, seconds in stage_seconds.items():
         print(f"  {stage:16s} {statistics.median(seconds):6.2f}")
