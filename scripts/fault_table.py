@@ -1,5 +1,6 @@
 """Render the fault suite's results (e2e-artifacts/fault-suite.json, written by
-`tox -e faults`) as the README's fault table, between its fault-table markers.
+`tox -e faults` in this checkout) as the README's fault table, between its fault-table
+markers; paths inside the checkout are shown relative to it.
 
     python scripts/fault_table.py            # rewrite the table in README.md
     python scripts/fault_table.py --print    # only print it
@@ -25,7 +26,8 @@ def table(results: list[dict]) -> str:
         stage = row["stage"] or "none (stays green)"
         bound = row["fraction"] * row["deadline"]
         seconds = "-" if row["seconds"] is None else f"{row['seconds']:.1f} (≤ {bound:.0f})"
-        message = str(row["message"]).replace("|", "\\|")
+        # A path inside the checkout the suite ran in is shown relative to it.
+        message = str(row["message"]).replace(f"{REPO}/", "").replace("|", "\\|")
         args = " ".join(row.get("args") or ())
         fault = f"`{row['fault']}`" + (f" with `{args}`" if args else "")
         lines.append(f"| {fault} | {stage} | {message} | {seconds} |")
