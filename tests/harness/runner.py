@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -187,6 +188,18 @@ def read_until(proc: subprocess.Popen[str], marker: str) -> None:
         if marker in line or time.monotonic() > deadline:
             break
     assert any(marker in line for line in seen), "".join(seen)
+
+
+def ctrl_c_ends_the_run(proc: subprocess.Popen[str], within: float = 20.0) -> str:
+    """Press Ctrl-C: the run must end within ``within`` seconds, interrupted (exit code 2);
+    its output."""
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    took = time.monotonic() - interrupted
+    assert proc.returncode == 2, out[-3000:] + err[-2000:]
+    assert took < within, f"Ctrl-C took {took:.0f}s to end the run"
+    return out
 
 
 def run_harness(

@@ -5,7 +5,6 @@ and the gateway can be looked at after it ended."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from fixtures.record import Recorder
 from fixtures.waiting import NotYet, wait_for
 from tests.harness.runner import (
     closed_port,
+    ctrl_c_ends_the_run,
     live_args,
     read_until,
     run_harness,
@@ -52,29 +52,31 @@ def _e2e_users(stack: LocalStack) -> list[str]:
     return [u["name"] for u in users if u["name"].startswith("e2e-")]
 
 
+def _dask_processes_now(stack: LocalStack) -> list[str]:
+    """Schedulers and workers the stack's gateway runs at this moment."""
+    found = []
+    for child in psutil.Process(stack.processes["gateway"].pid).children(recursive=True):
+        try:
+            argv = child.cmdline()
+            dask = {"scheduler", "worker"} & set(argv[1:3])  # `[python] dask scheduler ...`
+            if child.status() != psutil.STATUS_ZOMBIE and dask:  # (not the gateway's proxy)
+                found.append(" ".join(argv)[:120])
+        except psutil.Error:
+            continue
+    return found
+
+
 def _dask_processes(stack: LocalStack) -> list[str]:
     """Schedulers and workers the stack's gateway still runs once the clusters the run asked
     it to stop have had the time to end (the gateway stops them after it answers)."""
 
-    def running() -> list[str]:
-        found = []
-        for child in psutil.Process(stack.processes["gateway"].pid).children(recursive=True):
-            try:
-                argv = child.cmdline()
-                dask = {"scheduler", "worker"} & set(argv[1:3])  # `[python] dask scheduler ...`
-                if child.status() != psutil.STATUS_ZOMBIE and dask:  # (not the gateway's proxy)
-                    found.append(" ".join(argv)[:120])
-            except psutil.Error:
-                continue
-        return found
-
     def none_left() -> None:
-        if running():
-            raise NotYet(f"still running: {running()}")
+        if running := _dask_processes_now(stack):
+            raise NotYet(f"still running: {running}")
 
     with contextlib.suppress(StageFailure):
         wait_for(none_left, stage="self-test", what="the clusters to end", timeout=20)
-    return running()
+    return _dask_processes_now(stack)
 
 
 def _samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -176,11 +178,14 @@ def test_ctrl_c_during_capacity_removes_its_users_and_clusters_and_writes_metric
             raise NotYet("not all users made yet")
 
     wait_for(users_made, stage="self-test", what="the capacity users", timeout=60)
-    time.sleep(1.0)  # the users are requesting clusters now
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
 
-    assert proc.returncode == 2, out[-3000:] + err[-2000:]
+    def clusters_started() -> None:  # so that the Ctrl-C finds clusters to remove
+        if not _dask_processes_now(running_stack):
+            raise NotYet("no scheduler started yet")
+
+    wait_for(clusters_started, stage="self-test", what="the capacity clusters", timeout=60)
+    ctrl_c_ends_the_run(proc)
+
     assert _e2e_users(running_stack) == []
     assert _dask_processes(running_stack) == []
     samples = _samples(metrics)

@@ -4,7 +4,6 @@ temp folders are gone, whichever stage was running."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -21,18 +20,7 @@ from fixtures.run_state import RunState
 from fixtures.targets import Deployment
 from fixtures.user_server import UserServer
 from fixtures.waiting import NotYet, wait_for
-from tests.harness.runner import read_until, start_harness, temp_dir_of
-
-
-def _ctrl_c_ends_the_run(proc: subprocess.Popen[str]) -> str:
-    """Press Ctrl-C: the run must end within 20 s, interrupted (exit code 2); its output."""
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    took = time.monotonic() - interrupted
-    assert proc.returncode == 2, out[-3000:] + err[-2000:]
-    assert took < 20, f"Ctrl-C took {took:.0f}s to end the run"
-    return out
+from tests.harness.runner import ctrl_c_ends_the_run, read_until, start_harness, temp_dir_of
 
 
 def _left_nothing(run_id: str, artifacts: Path) -> None:
@@ -53,7 +41,7 @@ def test_ctrl_c_during_a_stage_leaves_nothing_running(tmp_path: Path, stage: str
     if stage in ("gateway_cluster", "dashboard", "user_server"):
         time.sleep(1.0)  # let the stage get into its cluster or server work first
     assert processes_of_run(run_id), "the run had no processes to stop"
-    out = _ctrl_c_ends_the_run(proc)
+    out = ctrl_c_ends_the_run(proc)
 
     assert "KeyboardInterrupt" in out
     _left_nothing(run_id, tmp_path / "artifacts")
@@ -76,7 +64,7 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
     assert any("time.sleep" in " ".join(p.cmdline()) for p in processes_of_run(run_id)), (
         "the pending user server is not among the run's processes"
     )
-    _ctrl_c_ends_the_run(proc)
+    ctrl_c_ends_the_run(proc)
     hub_log = (tmp_path / "artifacts" / "logs" / "hub.log").read_text()
     assert "Interrupting spawner" in hub_log
     assert "is slow to" not in hub_log.split("Interrupting spawner")[0]
@@ -103,7 +91,7 @@ def test_ctrl_c_during_the_cleanup_is_held_until_it_ends_and_a_second_one_stops_
     time.sleep(1.0)
     assert proc.poll() is None, "the first Ctrl-C ended the run before its cleanup"
     assert processes_of_run(run_id), "the run's processes are gone before its cleanup"
-    out = _ctrl_c_ends_the_run(proc)
+    out = ctrl_c_ends_the_run(proc)
     assert "Ctrl-C again during the run's cleanup: what it started was stopped at once" in out
     _left_nothing(run_id, tmp_path / "artifacts")
 

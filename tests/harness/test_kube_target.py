@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +39,14 @@ from fixtures.local_stack import LocalStack
 from fixtures.waiting import wait_for
 from tests.harness import stand_ins
 from tests.harness.fake_kube import FakeKube
-from tests.harness.runner import REPO, HarnessRun, run_harness, start_harness, temp_dir_of
+from tests.harness.runner import (
+    REPO,
+    HarnessRun,
+    ctrl_c_ends_the_run,
+    run_harness,
+    start_harness,
+    temp_dir_of,
+)
 
 THROUGH_KUBERNETES = (
     "discovery or dask_kubernetes or gateway_disabled or singleuser_reaches_traefik"
@@ -476,9 +482,7 @@ def test_ctrl_c_while_waiting_for_the_release_removes_it(
             timeout=60,
         )
     finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, out[-3000:] + err[-2000:]  # pytest: interrupted
+        ctrl_c_ends_the_run(proc)
     assert tools.commands("helm")[-1].startswith("uninstall daskhub-e2e-")
     assert fake_kube.namespaces == {} and fake_kube.releases == {}
     assert list(temp_dir_of(artifacts).iterdir()) == []
