@@ -124,7 +124,8 @@ def main() -> None:
     if args.direct_once:
         direct_once()
         return
-    artifacts = Path(tempfile.mkdtemp(prefix="daskhub-e2e-bench-artifacts-"))
+    # Not named daskhub-e2e-*: a `--cleanup` meanwhile would remove it under the benchmark.
+    artifacts = Path(tempfile.mkdtemp(prefix="benchmark-artifacts-"))
     pytest = [
         sys.executable,
         "-m",

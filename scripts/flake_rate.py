@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="--keep runs, each then cleaned up")
     args = parser.parse_args()
     hangs = 0
-    folder = Path(tempfile.mkdtemp(prefix="daskhub-e2e-flake-"))
+    # Not named daskhub-e2e-*: `--cleanup` removes those, and this folder is the results.
+    folder = Path(tempfile.mkdtemp(prefix="flake-rate-"))
     seconds: dict[str, list[float]] = defaultdict(list)
     passed = 0
     for index in range(args.n):
