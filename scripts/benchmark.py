@@ -175,15 +175,17 @@ def main() -> None:
     for name, median in medians.items():
         print(f"median {name}: {median:.2f}s (runs: {', '.join(f'{v:.1f}' for v in runs[name])})")
     base = medians["a direct"]
-    print(f"ratio b/a: {medians['b harness (same ops)'] / base:.2f}")
-    print(f"ratio c/a: {medians['c harness (full)'] / base:.2f}")
+    same_ops = medians["b harness (same ops)"]
+    without = medians["u harness (no user_server)"]
     full = medians["c harness (full)"]
-    print(f"ratio c/u: {full / medians['u harness (no user_server)']:.2f}")
-    print(f"ratio c/b: {full / medians['b harness (same ops)']:.2f}")
+    print(f"ratio b/a: {same_ops / base:.2f}")
+    print(f"ratio c/a: {full / base:.2f}")
+    print(f"ratio c/u: {full / without:.2f}")
+    print(f"ratio c/b: {full / same_ops:.2f}")
     # The ratios move with every cost b and c share (a faster setup raises them); the
     # differences are what user_server itself adds to the time to a verdict.
-    print(f"difference c-u: {full - medians['u harness (no user_server)']:.2f}s")
-    print(f"difference c-b: {full - medians['b harness (same ops)']:.2f}s")
+    print(f"difference c-u: {full - without:.2f}s")
+    print(f"difference c-b: {full - same_ops:.2f}s")
     # What user_server adds is real processes (the server, its kernel, a cluster's scheduler,
     # nanny and worker); their CPU seconds over the cores are the least wall time they add.
     cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
@@ -191,7 +193,6 @@ def main() -> None:
         print(f"median CPU seconds {name}: {median:.2f}")
     cores = len(os.sched_getaffinity(0))
     added = cpu_medians["c harness (full)"] - cpu_medians["u harness (no user_server)"]
-    without = medians["u harness (no user_server)"]
     print(
         f"CPU c-u: {added:.2f}s, at least {added / cores:.2f}s of wall time on {cores} cores "
         f"(so c/u no lower than {(without + added / cores) / without:.2f} here)"
