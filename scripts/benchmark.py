@@ -14,8 +14,8 @@ a cost b and c share moves the ratios, not these), the median seconds of each st
 and of each step of its user_server (stages.json details.steps: how long the server took to
 be ready after its early request, and how much of that the stage still waited for), and
 the CPU seconds each run used (this process's reaped descendants: a lower bound, a process
-left to another parent is not counted), with what c-u costs in CPU and the least wall time
-that is on this machine's cores.
+left to another parent is not counted) and the share of this machine's cores that is, with
+what c-u costs in CPU.
 
     python scripts/benchmark.py [--rounds 5]
 """
@@ -187,16 +187,15 @@ def main() -> None:
     print(f"difference c-u: {full - without:.2f}s")
     print(f"difference c-b: {full - same_ops:.2f}s")
     # What user_server adds is real processes (the server, its kernel, a cluster's scheduler,
-    # nanny and worker); their CPU seconds over the cores are the least wall time they add.
+    # nanny and worker). Their CPU seconds can run on cores that u leaves idle, so they bound
+    # c-u only while the cores are busy: the share used says how busy, on average.
     cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
-    for name, median in cpu_medians.items():
-        print(f"median CPU seconds {name}: {median:.2f}")
     cores = len(os.sched_getaffinity(0))
+    for name, median in cpu_medians.items():
+        busy = median / (cores * medians[name])
+        print(f"median CPU seconds {name}: {median:.2f} ({busy:.0%} of {cores} cores)")
     added = cpu_medians["c harness (full)"] - cpu_medians["u harness (no user_server)"]
-    print(
-        f"CPU c-u: {added:.2f}s, at least {added / cores:.2f}s of wall time on {cores} cores "
-        f"(so c/u no lower than {(without + added / cores) / without:.2f} here)"
-    )
+    print(f"CPU c-u: {added:.2f}s")
     print("stage seconds in (c), median of the rounds:")
     for stage, seconds in stage_seconds.items():
         print(f"  {stage:16s} {statistics.median(seconds):6.2f}")
