@@ -9,13 +9,13 @@ In one run, alternating, ROUNDS times each (wall clock of a fresh process, impor
   (u) harness, every stage but user_server: `-k "not user_server"`;
   (c) harness, full run: every stage (adds the user_server stage to (u)).
 Prints the medians, the ratios b/a and c/a, c/u (what user_server adds to a run) and c/b
-(the time-to-verdict goal is c/b <= 1.4), the differences c-u and c-b in seconds (steadier:
-a cost b and c share moves the ratios, not these), the median seconds of each stage of (c),
-and of each step of its user_server (stages.json details.steps: how long the server took to
-be ready after its early request, and how much of that the stage still waited for), and
-the CPU seconds each run used (this process's reaped descendants: a lower bound, a process
-left to another parent is not counted) and the share of this machine's cores that is, with
-what c-u costs in CPU.
+(each against the time-to-verdict goal, <= 1.4), the differences c-u and c-b in seconds
+(steadier: a cost b and c share moves the ratios, not these), the median seconds of each
+stage of (c), and of each step of its user_server (stages.json details.steps: how long the
+server took to be ready after its early request, and how much of that the stage still waited
+for), and the CPU seconds each run used (this process's reaped descendants: a lower bound, a
+process left to another parent is not counted) and the share of this machine's cores that
+is, with what c-u costs in CPU.
 
     python scripts/benchmark.py [--rounds 5]
 """
@@ -92,6 +92,9 @@ def direct_once() -> None:
 
 #: Seconds one measured run may take before the benchmark calls it hung.
 RUN_TIMEOUT = 600
+#: The time-to-verdict goal for the full run against the run without user_server (issue 11
+#: names that run b; here it is u, and b also leaves out isolation): both are checked.
+GOAL = 1.4
 
 
 def children_cpu() -> float:
@@ -178,10 +181,12 @@ def main() -> None:
     same_ops = medians["b harness (same ops)"]
     without = medians["u harness (no user_server)"]
     full = medians["c harness (full)"]
-    print(f"ratio b/a: {same_ops / base:.2f}")
-    print(f"ratio c/a: {full / base:.2f}")
-    print(f"ratio c/u: {full / without:.2f}")
-    print(f"ratio c/b: {full / same_ops:.2f}")
+    # Three decimals: at two, 1.404 prints as 1.40 and reads as meeting the goal.
+    print(f"ratio b/a: {same_ops / base:.3f}")
+    print(f"ratio c/a: {full / base:.3f}")
+    for name, ratio in (("c/u", full / without), ("c/b", full / same_ops)):
+        verdict = "met" if ratio <= GOAL else "not met"
+        print(f"ratio {name}: {ratio:.3f} (goal <= {GOAL}: {verdict})")
     # The ratios move with every cost b and c share (a faster setup raises them); the
     # differences are what user_server itself adds to the time to a verdict.
     print(f"difference c-u: {full - without:.2f}s")
