@@ -177,16 +177,22 @@ def start_harness(
     return proc, run_id
 
 
-def read_until(proc: subprocess.Popen[str], marker: str) -> None:
-    """Read a started run's output until a line holds ``marker`` (at most 120 s); fail with
-    what it printed when none did."""
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> None:
+    """Read a started run's output until a line holds ``marker``; fail with what it printed
+    when none did. A run that printed no such line within ``timeout`` seconds, even one that
+    went silent, is sent SIGTERM (it ends as interrupted, removing what it started), which
+    closes its output and so ends the read."""
     seen = []
-    deadline = time.monotonic() + 120
     assert proc.stdout is not None
-    for line in proc.stdout:  # ends when the child closes its output
-        seen.append(line)
-        if marker in line or time.monotonic() > deadline:
-            break
+    too_late = threading.Timer(timeout, proc.terminate)
+    too_late.start()
+    try:
+        for line in proc.stdout:  # ends when the child closes its output
+            seen.append(line)
+            if marker in line:
+                break
+    finally:
+        too_late.cancel()
     assert any(marker in line for line in seen), "".join(seen)
 
 
