@@ -60,10 +60,12 @@ def test_ctrl_c_while_the_user_server_is_still_spawning_stops_it_at_once(
         ["--target", "local"], tmp_path / "artifacts", env={FAULTS_ENV: "slow_spawn=120"}
     )
     read_until(proc, f"daskhub-e2e: stage {stage} starting")
-    time.sleep(1.0)
-    assert any("time.sleep" in " ".join(p.cmdline()) for p in processes_of_run(run_id)), (
-        "the pending user server is not among the run's processes"
-    )
+
+    def pending_server() -> None:
+        if not any("time.sleep" in " ".join(p.cmdline()) for p in processes_of_run(run_id)):
+            raise NotYet("the pending user server is not among the run's processes")
+
+    wait_for(pending_server, stage="selftest", what="the pending user server", timeout=30)
     ctrl_c_ends_the_run(proc)
     hub_log = (tmp_path / "artifacts" / "logs" / "hub.log").read_text()
     assert "Interrupting spawner" in hub_log
