@@ -95,6 +95,9 @@ RUN_TIMEOUT = 600
 #: The time-to-verdict goal for the full run against the run without user_server (issue 11
 #: names that run b; here it is u, and b also leaves out isolation): both are checked.
 GOAL = 1.4
+#: The four runs, as the output names them.
+DIRECT, SAME_OPS = "a direct", "b harness (same ops)"
+WITHOUT, FULL = "u harness (no user_server)", "c harness (full)"
 
 
 def children_cpu() -> float:
@@ -142,12 +145,7 @@ def main() -> None:
         "--artifacts",
         str(artifacts),
     ]
-    runs: dict[str, list[float]] = {
-        "a direct": [],
-        "b harness (same ops)": [],
-        "u harness (no user_server)": [],
-        "c harness (full)": [],
-    }
+    runs: dict[str, list[float]] = {name: [] for name in (DIRECT, SAME_OPS, WITHOUT, FULL)}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
 
     def measure(name: str, argv: list[str]) -> None:
@@ -159,10 +157,10 @@ def main() -> None:
     server_steps: dict[str, list[float]] = {}
     try:  # the artifacts are only read here; the figures are printed
         for round_ in range(args.rounds):
-            measure("a direct", [sys.executable, __file__, "--direct-once"])
-            measure("b harness (same ops)", [*pytest, "-k", "not isolation and not user_server"])
-            measure("u harness (no user_server)", [*pytest, "-k", "not user_server"])
-            measure("c harness (full)", pytest)
+            measure(DIRECT, [sys.executable, __file__, "--direct-once"])
+            measure(SAME_OPS, [*pytest, "-k", "not isolation and not user_server"])
+            measure(WITHOUT, [*pytest, "-k", "not user_server"])
+            measure(FULL, pytest)
             for record in json.loads((artifacts / "stages.json").read_text())["stages"]:
                 stage_seconds.setdefault(record["stage"], []).append(record["seconds"])
                 if record["stage"] == "user_server":
@@ -177,10 +175,10 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in runs.items()}
     for name, median in medians.items():
         print(f"median {name}: {median:.2f}s (runs: {', '.join(f'{v:.1f}' for v in runs[name])})")
-    base = medians["a direct"]
-    same_ops = medians["b harness (same ops)"]
-    without = medians["u harness (no user_server)"]
-    full = medians["c harness (full)"]
+    base = medians[DIRECT]
+    same_ops = medians[SAME_OPS]
+    without = medians[WITHOUT]
+    full = medians[FULL]
     # Three decimals: at two, 1.404 prints as 1.40 and reads as meeting the goal.
     print(f"ratio b/a: {same_ops / base:.3f}")
     print(f"ratio c/a: {full / base:.3f}")
@@ -199,7 +197,7 @@ def main() -> None:
     for name, median in cpu_medians.items():
         busy = median / (cores * medians[name])
         print(f"median CPU seconds {name}: {median:.2f} ({busy:.0%} of {cores} cores)")
-    added = cpu_medians["c harness (full)"] - cpu_medians["u harness (no user_server)"]
+    added = cpu_medians[FULL] - cpu_medians[WITHOUT]
     print(f"CPU c-u: {added:.2f}s")
     print("stage seconds in (c), median of the rounds:")
     for stage, seconds in stage_seconds.items():
