@@ -201,8 +201,11 @@ def test_gateway_cluster(
             f"{type(exc).__name__}: {exc}",
             deployment.evidence(),
         ) from None
-    run.submit_standing_cluster(stage)  # for dashboard and isolation; starts meanwhile
     session.wait_running(name)
+    # For dashboard and isolation: it starts while this cluster's worker does. Submitted
+    # with the first cluster, its scheduler's start shared the cores with that scheduler's
+    # and with the user's early spawn (ready 1.2 s after its request instead of 0.8 s).
+    run.submit_standing_cluster(stage)
     session.call(lambda: gateway.scale_cluster(name, 1), "scale_cluster(1)")
     computed = ""
     if deployment.gateway_proxy_address:
