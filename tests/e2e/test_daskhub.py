@@ -46,6 +46,11 @@ from fixtures.values import VALUES_DIR
 from fixtures.waiting import NotYet, scaled, wait_for
 
 IMAGE_HANDLER_MESSAGE = "When specifying an image you must also provide a tag"
+#: What the hub API's status says when the proxy answers for a hub it cannot reach.
+HUB_HINTS = dict.fromkeys(
+    (502, 503),
+    "the proxy could not reach the hub (is the hub running, and its Service reachable?)",
+)
 #: What the answer at /services/dask-gateway/api/health means, in an operator's words.
 ROUTE_HINTS = {
     302: "the hub answered instead of the gateway: there is no route at /services/dask-gateway/ "
@@ -78,7 +83,7 @@ def test_discovery(deployment: Deployment, recorder: Any, note: Any) -> None:
     API, the gateway behind the hub's proxy, and the scheduler proxy all answer."""
     _kubernetes_services(deployment, note)
     http = deployment.http
-    hub = http.json("GET", "hub/api/", what="the JupyterHub API version")
+    hub = http.json("GET", "hub/api/", what="the JupyterHub API version", hints=HUB_HINTS)
     if not isinstance(hub, dict) or "version" not in hub:
         raise StageFailure("the hub API to report its version", f"{hub!r:.200}")
     recorder.versions["jupyterhub"] = hub["version"]

@@ -41,7 +41,7 @@ class Case:
 
 CASES = [
     Case("gateway_down", "discovery", "the proxy could not reach the gateway", REQUEST_TIMEOUT),
-    Case("hub_down", "discovery", "connection refused", REQUEST_TIMEOUT),
+    Case("hub_down", "discovery", "the proxy could not reach the hub", REQUEST_TIMEOUT),
     Case(
         "no_gateway_route",
         "discovery",

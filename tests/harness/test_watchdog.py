@@ -66,7 +66,7 @@ def test_a_teardown_that_blocks_for_ever_is_ended_and_cleaned_up_by_the_watchdog
 
 def test_a_port_taken_between_choice_and_use_is_chosen_again(tmp_path: Path):
     """The flake: the proxy's API got the public port's number, so configurable-http-proxy
-    logged EADDRINUSE and the hub exited. The stack starts again on fresh ports."""
+    logged EADDRINUSE and exited. The stack starts again on fresh ports."""
     run = run_harness(
         ["--target", "local", "-k", "discovery"],
         tmp_path / "a",
@@ -76,9 +76,9 @@ def test_a_port_taken_between_choice_and_use_is_chosen_again(tmp_path: Path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     setup = run.outcome("setup")
     assert setup["outcome"] == "passed"
-    assert "start attempt 1: the hub log says" in setup["message"]
+    assert "start attempt 1: the proxy log says" in setup["message"]
     assert "EADDRINUSE" in setup["message"]
     assert "started again on fresh ports" in setup["message"]
-    assert (run.artifacts / "logs" / "hub-attempt1.log").is_file()
-    assert run.leftovers() == []  # the first attempt's orphaned proxy too
+    assert (run.artifacts / "logs" / "proxy-attempt1.log").is_file()
+    assert run.leftovers() == []  # the first attempt's hub and gateway too
     assert run.files_left() == []
