@@ -206,11 +206,11 @@ def test_gateway_cluster(
             f"{type(exc).__name__}: {exc}",
             deployment.evidence(),
         ) from None
-    # The cluster for dashboard and isolation starts while this stage works: with this
-    # cluster, or, while the user's server starts early, once this cluster runs (with its
-    # worker). Submitted with this cluster, its scheduler's start shared the cores with this
-    # scheduler's and with the spawn, which user_server waits for (the server was ready 1.2 s
-    # after its request instead of 0.8 s); without a spawn, later would slow this worker.
+    # The cluster for dashboard and isolation starts while this stage works. Without an
+    # early spawn it is submitted with this cluster (later, its start would slow this
+    # stage's worker); while the user's server starts early, once this cluster runs:
+    # submitted with it, its scheduler's start also shared the cores with the spawn, which
+    # user_server waits for (the server was ready 1.2 s after its request, not 0.8 s).
     if run.early_server is None:
         run.submit_standing_cluster(stage)
     session.wait_running(name)
