@@ -84,3 +84,22 @@ def test_a_port_taken_between_choice_and_use_is_chosen_again(tmp_path: Path):
     assert (run.artifacts / "logs" / "proxy-attempt1.log").is_file()
     assert run.leftovers() == []  # the first attempt's hub and gateway too
     assert run.files_left() == []
+
+
+def test_a_user_servers_port_taken_before_it_listens_is_chosen_again(tmp_path: Path):
+    """JupyterHub picks a user server's port by binding port 0 and closing it, so another
+    process may take it first (it happened in CI): the server exits, and the other process
+    answers there. The local spawner counts only the server's own listening socket and
+    starts it again on another port; here its first port is the hub's own."""
+    run = run_harness(
+        ["--target", "local", "-k", "not isolation"],
+        tmp_path / "a",
+        env={"DASKHUB_E2E_LOCAL_FAULTS": "user_port_taken"},
+    )
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.outcome("user_server")["outcome"] == "passed"
+    hub_log = (run.artifacts / "logs" / "hub.log").read_text()
+    assert "was taken by another process before the server listened on it" in hub_log
+    assert run.leftovers() == []
+    assert run.files_left() == []
