@@ -57,10 +57,11 @@ ROUTE_HINTS = {
     "(does the hub's dask-gateway service have a url?)",
     404: "nothing serves /services/dask-gateway/api/health: the gateway's prefix is not "
     "/services/dask-gateway, or the hub's dask-gateway service points elsewhere",
-    502: "the proxy could not reach the gateway (is the gateway or traefik up, and its Service "
-    "reachable?)",
-    503: "the proxy could not reach the gateway (is the gateway or traefik up, and its Service "
-    "reachable?)",
+    **dict.fromkeys(
+        (502, 503),
+        "the proxy could not reach the gateway (is the gateway or traefik up, and its Service "
+        "reachable?)",
+    ),
 }
 
 
