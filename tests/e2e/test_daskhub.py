@@ -540,6 +540,9 @@ for _close in ("client.close()", "cluster.shutdown()", "gateway.close()"):
         _errors.append(f"{_close}: {type(_exc).__name__}: {_exc}")
 print("E2E-SHUTDOWN " + json.dumps({"errors": _errors}))
 """
+#: What user_server's details.steps calls the early start's own seconds (EarlySpawn.took):
+#: the kernel's start, then each first cell (hub_login passes them in this order).
+EARLY_STEPS = ("early_kernel", "early_environment", "early_cluster")
 REQUIRED_ENV = (
     "DASK_GATEWAY__ADDRESS",
     "DASK_GATEWAY__PROXY_ADDRESS",
@@ -639,6 +642,9 @@ def test_user_server(
             if early is not None:
                 ready_after = early.result()
                 timings["server_ready_after_request"] = round(ready_after, 2)
+                timings.update(
+                    zip(EARLY_STEPS, (round(seconds, 2) for seconds in early.took), strict=False)
+                )
                 note(
                     f"server requested after hub_login, ready {ready_after:.1f}s later; "
                     f"{len(early.results)} of its first cells ran meanwhile; this stage "
