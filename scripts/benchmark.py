@@ -13,10 +13,10 @@ Prints the medians, the ratios b/a and c/a, c/u (what user_server adds to a run)
 (steadier: a cost b and c share moves the ratios, not these), the median seconds of each
 stage of (c), and of each step of its user_server (stages.json details.steps: how long the
 server took to be ready after its early request, what the early kernel start and first cells
-took on their own, and how much of that the stage still waited for), and the CPU seconds
-each run used (this process's reaped descendants: a lower bound, a process left to another
-parent is not counted) and the share of this machine's cores that is, with what c-u costs
-in CPU.
+took on their own, how long the first cell waited for the kernel to begin it, and how much
+of that the stage still waited for), and the CPU seconds each run used (this process's
+reaped descendants: a lower bound, a process left to another parent is not counted) and the
+share of this machine's cores that is, with what c-u costs in CPU.
 
     python scripts/benchmark.py [--rounds 5]
 """

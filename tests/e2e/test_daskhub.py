@@ -672,12 +672,14 @@ def test_user_server(
         lap("kernel")
         # Each of the first cells was run already by the early start (while the gateway
         # stages ran), or is run now.
-        seen = _printed(
-            _early_or_now(early, 0, kernel, CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"]),
-            "E2E-ENV",
-            "the environment cell failed",
+        environment_cell = _early_or_now(
+            early, 0, kernel, CELL_ENVIRONMENT, USER_SERVER_TIMEOUTS["cell"]
         )
+        seen = _printed(environment_cell, "E2E-ENV", "the environment cell failed")
         lap("environment")
+        # Part of the environment cell's seconds (early or not): the first cell on the new
+        # kernel connection waited this long before the kernel began it (CellResult.queued).
+        timings["environment_queued"] = round(environment_cell.queued, 2)
         env = seen["env"]
         _check_environment(seen, partial(_why_unreachable, deployment))
         cluster_cell = _early_or_now(
