@@ -81,8 +81,9 @@ def test_local_target_passes_every_stage_without_leaking_or_leaving_anything(tmp
     # (new_cluster returns once its scheduler runs) takes time, even when none of it was
     # waited for.
     assert steps["early_kernel"] > 0 and steps["early_cluster"] > 0.1
-    # The first cell's wait for the kernel to begin it is part of that cell's seconds.
-    assert 0 < steps["environment_queued"] <= steps["early_environment"]
+    # The first cell's wait for the kernel to begin it is part of that cell's seconds (at
+    # two decimals it may round to 0 where the kernel answers at once).
+    assert 0 <= steps["environment_queued"] <= steps["early_environment"]
     titles = {f["title"] for f in run.findings}
     assert "dashboards are readable anonymously" in titles
     assert "the gateway accepts a non-user (service) token" in titles
